@@ -1,0 +1,62 @@
+"""Settings tree of the node agent."""
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+
+from temper.service import ServiceSettings
+
+
+class CgroupDriver(StrEnum):
+    """The kubelet's cgroup driver, which decides how pod cgroups are named."""
+
+    SYSTEMD = "systemd"
+    CGROUPFS = "cgroupfs"
+
+
+class AgentSettings(ServiceSettings):
+    """Settings of ``temper agent``; environment variables start with TEMPER_AGENT_."""
+
+    node_name: str = Field(
+        min_length=1,
+        description="Name of the Node this agent serves (in a pod: spec.nodeName from the "
+        "downward API)",
+    )
+    node_cpus: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="CPU count used to size layers; default: the Node's allocatable CPU, "
+        "else the CPUs online on this machine",
+    )
+    config_path: Path = Field(
+        Path("/run/temper/scx_layered.json"),
+        description="File the generated scx_layered layer config is written to",
+    )
+    sysfs_root: Path = Field(
+        Path("/sys"), description="Root of sysfs, where sched_ext support is detected"
+    )
+    cgroup_root: Path = Field(
+        Path("/sys/fs/cgroup"), description="Mount point of the cgroup hierarchy"
+    )
+    cgroup_driver: CgroupDriver = Field(
+        CgroupDriver.SYSTEMD, description="The kubelet's cgroup driver: systemd or cgroupfs"
+    )
+    publish_interval_seconds: float = Field(
+        10.0,
+        ge=1.0,
+        le=600.0,
+        description="Seconds between tier-load publications on the Node; readers treat a "
+        "value older than three intervals as missing",
+    )
+    debounce_seconds: float = Field(
+        2.0,
+        ge=0.0,
+        le=300.0,
+        description="Seconds of quiet after pod churn before the layer config is recomputed",
+    )
+    listen_address: str = Field(
+        "127.0.0.1", description="Address of the /metrics, /healthz and /readyz server"
+    )
+    port: int = Field(9402, ge=0, le=65535, description="TCP port of that server (0: any)")

@@ -1,0 +1,1 @@
+"""Temper thread-aware rightsizer: CPU request recommendations written as pod annotations."""

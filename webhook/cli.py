@@ -1,0 +1,15 @@
+"""``temper webhook``: placeholder until the component lands."""
+
+import argparse
+
+SUMMARY = "webhook"
+DESCRIPTION = "webhook"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add no options yet."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Do nothing yet."""
+    return 1
