@@ -56,6 +56,29 @@ class AgentSettings(ServiceSettings):
         le=300.0,
         description="Seconds of quiet after pod churn before the layer config is recomputed",
     )
+    state_dir: Path = Field(
+        Path("/run/temper"),
+        description="Directory for the scheduler's state file and log, kept across agent restarts",
+    )
+    scx_layered_path: str = Field(
+        "scx_layered", description="Path or name (looked up in PATH) of the scx_layered binary"
+    )
+    safe_mode_namespace: str = Field(
+        "temper",
+        description="Namespace whose temper.codes/safe-mode-requested annotation stands the "
+        "whole fleet down",
+    )
+    min_restart_interval_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="Minimum seconds between scheduler restarts caused by config changes; each "
+        "restart runs the stock scheduler for a moment",
+    )
+    stop_scheduler_on_exit: bool = Field(
+        True,
+        description="Stop scx_layered when the agent shuts down (SIGTERM), returning the node "
+        "to the stock scheduler; a crashed agent leaves it running for the next agent to adopt",
+    )
     listen_address: str = Field(
         "127.0.0.1", description="Address of the /metrics, /healthz and /readyz server"
     )

@@ -1,0 +1,370 @@
+"""The agent's main loop: watch pods and the Node, reconcile the layer config, publish."""
+
+import asyncio
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent.cgroups import CgroupLayout, CgroupVersion, detect_cgroup_version
+from agent.layers import LayerPlan, compute_layer_plan
+from agent.metrics import AgentMetrics
+from agent.podinfo import PodInfo, pod_info
+from agent.settings import AgentSettings
+from agent.supervisor import SchedulerSupervisor, config_digest
+from agent.tierload import compute_tier_load
+from agent.topology import SchedExtSupport, Topology, detect_sched_ext, read_topology
+from agent.validation import LayerConfigError, validate_layer_config
+from temper import annotations
+from temper.errors import InvalidQuantityError, KubernetesError
+from temper.kube import KubeClient, Reflector
+from temper.quantity import cpu_millicores
+from temper.service import run_service
+from temper.tasks import TaskOwner
+from temper.tiers import Tier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    """Outcome of one reconcile: what the scheduler should run and what to publish."""
+
+    scheduler_status: str
+    desired_digest: str | None
+
+
+class AgentService:
+    """One agent for one Node."""
+
+    def __init__(self, settings: AgentSettings, client: KubeClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.metrics = AgentMetrics()
+        node = settings.node_name
+        self.pods = Reflector(
+            client, "/api/v1/pods", name="pods", params={"fieldSelector": f"spec.nodeName={node}"}
+        )
+        self.node = Reflector(
+            client, "/api/v1/nodes", name="node", params={"fieldSelector": f"metadata.name={node}"}
+        )
+        self.namespace = Reflector(
+            client,
+            "/api/v1/namespaces",
+            name="namespace",
+            params={"fieldSelector": f"metadata.name={settings.safe_mode_namespace}"},
+        )
+        binary = shutil.which(settings.scx_layered_path) or settings.scx_layered_path
+        self.supervisor = SchedulerSupervisor(
+            binary=binary,
+            config_path=settings.config_path,
+            sysfs_root=settings.sysfs_root,
+            state_dir=settings.state_dir,
+            min_restart_interval_seconds=settings.min_restart_interval_seconds,
+        )
+        self.layout = CgroupLayout(
+            settings.cgroup_root,
+            detect_cgroup_version(settings.cgroup_root),
+            settings.cgroup_driver,
+        )
+        self.plan: LayerPlan | None = None
+        self.config_bytes: bytes | None = None
+        self.scheduler_status = annotations.SCHEDULER_STOCK
+        self.ready = asyncio.Event()
+        self._reported_invalid: set[str] = set()
+        self._published: dict[str, str] = {}
+        self._published_at = 0.0
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def _node_object(self) -> dict[str, Any]:
+        return self.node.store.get(self.settings.node_name, {})
+
+    def topology(self) -> Topology:
+        """CPUs to size layers on: the setting, else the Node's capacity, else sysfs."""
+        measured = read_topology(self.settings.sysfs_root)
+        cpus = self.settings.node_cpus
+        if cpus is None:
+            capacity = (self._node_object().get("status") or {}).get("capacity") or {}
+            try:
+                cpus = math.floor(cpu_millicores(capacity["cpu"]) / 1000) or None
+            except (KeyError, InvalidQuantityError):
+                cpus = None
+        if cpus is None or cpus == measured.cpus:
+            return measured
+        # The Node is not this machine (a demo or test node): no SMT or LLC facts apply.
+        return Topology(cpus=cpus)
+
+    def allocatable_millicores(self, topology: Topology) -> int:
+        """The Node's allocatable CPU, or all CPUs when the Node does not say."""
+        allocatable = (self._node_object().get("status") or {}).get("allocatable") or {}
+        try:
+            return cpu_millicores(allocatable["cpu"])
+        except (KeyError, InvalidQuantityError):
+            return topology.cpus * 1000
+
+    def pod_infos(self) -> list[PodInfo]:
+        """Every pod on the node that could be parsed; bad ones are reported once and skipped."""
+        infos = []
+        for key, pod in self.pods.store.items():
+            try:
+                infos.append(pod_info(pod))
+            except InvalidQuantityError as error:
+                self.metrics.invalid_objects.labels("pod_quantity").inc()
+                report = f"{key}:{error}"
+                if report not in self._reported_invalid:
+                    self._reported_invalid.add(report)
+                    log.warning(
+                        "ignoring pod with an invalid CPU quantity; fix the pod spec",
+                        extra={"pod": key, "error": str(error)},
+                    )
+        return infos
+
+    def safe_mode_requested(self) -> str | None:
+        """Where safe mode was requested (Node or Namespace), or None."""
+        node_annotations = (self._node_object().get("metadata") or {}).get("annotations")
+        if annotations.is_safe_mode_requested(node_annotations):
+            return f"node/{self.settings.node_name}"
+        namespace = self.namespace.store.get(self.settings.safe_mode_namespace, {})
+        if annotations.is_safe_mode_requested((namespace.get("metadata") or {}).get("annotations")):
+            return f"namespace/{self.settings.safe_mode_namespace}"
+        return None
+
+    # -- reconcile ----------------------------------------------------------------------
+
+    def _write_config(self, plan: LayerPlan, topology: Topology) -> None:
+        try:
+            validate_layer_config(plan.config, cpus=topology.cpus)
+        except LayerConfigError as error:
+            self.metrics.invalid_configs.inc()
+            log.error(
+                "generated layer config is invalid, keeping the previous one",
+                extra={"node": self.settings.node_name, "problems": error.problems},
+            )
+            return
+        content = orjson.dumps(plan.config, option=orjson.OPT_INDENT_2)
+        self.plan = plan
+        if content == self.config_bytes:
+            return
+        path = self.settings.config_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+        self.config_bytes = content
+        self.metrics.config_writes.inc()
+        log.info(
+            "layer config written",
+            extra={"path": str(path), "layers": [layer["name"] for layer in plan.config]},
+        )
+
+    def decide(self, infos: list[PodInfo], support: SchedExtSupport) -> Decision:
+        """Pick the scheduler state from safe mode, kernel support and the pods present."""
+        requested_by = self.safe_mode_requested()
+        if requested_by is not None:
+            return Decision(annotations.SCHEDULER_SAFE_MODE, None)
+        if not support.supported:
+            return Decision(annotations.SCHEDULER_UNSUPPORTED_PREFIX + support.reason, None)
+        if self.layout.version is CgroupVersion.V1:
+            reason = "cgroup v1: scx_layered matches cgroups of the v2 hierarchy only"
+            return Decision(annotations.SCHEDULER_UNSUPPORTED_PREFIX + reason, None)
+        if not any(info.temper_class and not info.terminal for info in infos):
+            # Observe first: nothing is enforced until a pod asks for a Temper class.
+            return Decision(annotations.SCHEDULER_STOCK, None)
+        if self.config_bytes is None:
+            return Decision(annotations.SCHEDULER_STOCK, None)
+        return Decision(annotations.SCHEDULER_SCX_LAYERED, config_digest(self.config_bytes))
+
+    async def reconcile(self) -> None:
+        """Recompute the config, move the scheduler, and publish the Node annotations."""
+        self.metrics.reconciles.inc()
+        topology = self.topology()
+        infos = self.pod_infos()
+        plan = compute_layer_plan(infos, self.layout, topology)
+        self._write_config(plan, topology)
+        decision = self.decide(infos, detect_sched_ext(self.settings.sysfs_root))
+        await self.supervisor.ensure(decision.desired_digest)
+        status = decision.scheduler_status
+        if decision.desired_digest is not None and not self.supervisor.attached():
+            status = annotations.SCHEDULER_STOCK
+        if status != self.scheduler_status:
+            log.info(
+                "scheduler state changed",
+                extra={
+                    "node": self.settings.node_name,
+                    "from": self.scheduler_status,
+                    "to": status,
+                },
+            )
+        self.scheduler_status = status
+        self._update_metrics(infos, status)
+        load = compute_tier_load(infos, topology, self.allocatable_millicores(topology))
+        await self.publish(
+            {annotations.TIER_LOAD: load.encode(), annotations.SCHEDULER: status},
+            changed_fields=(status, tuple(sorted((p.key, p.tier) for p in infos))),
+        )
+        self.ready.set()
+
+    def _update_metrics(self, infos: list[PodInfo], status: str) -> None:
+        self.metrics.layers.set(len(self.plan.config) if self.plan else 0)
+        for tier in Tier:
+            members = [i for i in infos if i.tier is tier and not i.terminal]
+            self.metrics.tier_pods.labels(tier.value).set(len(members))
+            self.metrics.tier_requested.labels(tier.value).set(
+                sum(i.cpu_request_millicores for i in members)
+            )
+        enforcing = status == annotations.SCHEDULER_SCX_LAYERED
+        self.metrics.enforcing.set(1 if enforcing else 0)
+        limited = [i for i in infos if i.cpu_limit_millicores is not None and not i.terminal]
+        self.metrics.unenforced_limit_pods.set(len(limited) if enforcing else 0)
+        stats = self.supervisor.stats
+        self.metrics.scheduler_restarts.set(stats.restarts)
+        self.metrics.scheduler_failures.set(stats.failures)
+        self.metrics.blackout_seconds.set(stats.blackout_seconds_total)
+
+    async def publish(self, values: dict[str, str], changed_fields: object) -> None:
+        """Merge-patch the Node annotations: at once on a change, else once per interval."""
+        now = time.monotonic()
+        due = now - self._published_at >= self.settings.publish_interval_seconds
+        changed = values.get(annotations.SCHEDULER) != self._published.get(annotations.SCHEDULER)
+        fingerprint = repr(changed_fields)
+        changed = changed or fingerprint != self._published.get("fingerprint")
+        if not (due or changed):
+            return
+        path = f"/api/v1/nodes/{self.settings.node_name}"
+        try:
+            await self.client.merge_patch(path, {"metadata": {"annotations": values}})
+        except KubernetesError as error:
+            self.metrics.publish_errors.inc()
+            log.error(
+                "cannot publish Node annotations, retrying on the next pass",
+                extra={"node": self.settings.node_name, "error": str(error)},
+            )
+            return
+        self._published = {**values, "fingerprint": fingerprint}
+        self._published_at = now
+
+    async def reconcile_loop(self, stop: asyncio.Event) -> None:
+        """Reconcile after each debounced burst of changes, and at least once per interval."""
+        await self._wait_synced(stop)
+        seen = -1
+        while not stop.is_set():
+            revision = self._revision()
+            if revision != seen:
+                await asyncio.sleep(self.settings.debounce_seconds)
+                seen = self._revision()
+            await self.reconcile()
+            await self._wait_for_change(seen, stop)
+
+    def _revision(self) -> int:
+        return self.pods.revision + self.node.revision + self.namespace.revision
+
+    async def _wait_synced(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.pods.synced.is_set() and self.node.synced.is_set():
+                return
+            await asyncio.sleep(0.1)
+
+    async def _wait_for_change(self, seen: int, stop: asyncio.Event) -> None:
+        # Wake for new events, the publish interval, or a scheduler that needs retrying.
+        deadline = time.monotonic() + min(self.settings.publish_interval_seconds, 5.0)
+        while not stop.is_set() and time.monotonic() < deadline and self._revision() == seen:
+            await asyncio.sleep(0.1)
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def http_app(self) -> web.Application:
+        """/metrics, /healthz, /readyz and /config (the current layer config)."""
+
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        async def readyz(_: web.Request) -> web.Response:
+            if self.ready.is_set():
+                return web.Response(text="ok")
+            return web.Response(status=503, text="waiting for the first reconcile")
+
+        async def config(_: web.Request) -> web.Response:
+            body = orjson.dumps(
+                {
+                    "node": self.settings.node_name,
+                    "scheduler": self.scheduler_status,
+                    "layers": self.plan.config if self.plan else None,
+                }
+            )
+            return web.Response(body=body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/config", config)
+        return app
+
+
+async def serve(settings: AgentSettings, stop: asyncio.Event) -> None:
+    """Run the agent until ``stop`` is set, then shut down in order."""
+    client = await KubeClient.connect(settings.kubeconfig)
+    service = AgentService(settings, client)
+    owner = TaskOwner("agent")
+    runner = web.AppRunner(service.http_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_address, settings.port)
+    await site.start()
+    log.info("agent serving", extra={"node": settings.node_name, "address": site.name})
+    try:
+        owner.spawn("pods", service.pods.run())
+        owner.spawn("node", service.node.run())
+        owner.spawn("namespace", service.namespace.run())
+        loop = owner.spawn("reconcile", service.reconcile_loop(stop))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([loop, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+    finally:
+        await shutdown(service, owner, runner, client)
+
+
+async def shutdown(
+    service: AgentService, owner: TaskOwner, runner: web.AppRunner, client: KubeClient
+) -> None:
+    """Stop watches, then the scheduler (if configured), then announce it, then HTTP."""
+    settings = service.settings
+    log.info("agent shutting down", extra={"node": settings.node_name})
+    await owner.close(timeout_seconds=5.0)
+    if settings.stop_scheduler_on_exit:
+        await service.supervisor.stop("agent shutting down")
+        status = service.scheduler_status
+        if status == annotations.SCHEDULER_SCX_LAYERED:
+            status = annotations.SCHEDULER_STOCK
+        try:
+            await asyncio.wait_for(
+                client.merge_patch(
+                    f"/api/v1/nodes/{settings.node_name}",
+                    {"metadata": {"annotations": {annotations.SCHEDULER: status}}},
+                ),
+                timeout=3.0,
+            )
+        except (KubernetesError, TimeoutError) as error:
+            log.warning(
+                "cannot record the scheduler state on shutdown",
+                extra={"node": settings.node_name, "error": str(error)},
+            )
+    await runner.cleanup()
+    await client.close()
+
+
+def run_agent(settings: AgentSettings) -> int:
+    """Entry point of ``temper agent``."""
+    return run_service("agent", settings, lambda stop: serve(settings, stop))
+
