@@ -18,6 +18,7 @@ from agent.layers import LayerPlan, compute_layer_plan
 from agent.metrics import AgentMetrics
 from agent.podinfo import PodInfo, pod_info
 from agent.settings import AgentSettings
+from agent.stockmode import StockKernelMode
 from agent.supervisor import SchedulerSupervisor, config_digest
 from agent.tierload import compute_tier_load
 from agent.topology import SchedExtSupport, Topology, detect_sched_ext, read_topology
@@ -74,6 +75,7 @@ class AgentService:
             detect_cgroup_version(settings.cgroup_root),
             settings.cgroup_driver,
         )
+        self.stock_mode = StockKernelMode(self.layout, settings.state_dir / "cpu-idle.json")
         self.plan: LayerPlan | None = None
         self.config_bytes: bytes | None = None
         self.scheduler_status = annotations.SCHEDULER_STOCK
@@ -170,12 +172,17 @@ class AgentService:
         requested_by = self.safe_mode_requested()
         if requested_by is not None:
             return Decision(annotations.SCHEDULER_SAFE_MODE, None)
-        if not support.supported:
-            return Decision(annotations.SCHEDULER_UNSUPPORTED_PREFIX + support.reason, None)
-        if self.layout.version is CgroupVersion.V1:
+        reason = support.reason
+        if support.supported and self.layout.version is CgroupVersion.V1:
             reason = "cgroup v1: scx_layered matches cgroups of the v2 hierarchy only"
+        elif support.supported:
+            reason = ""
+        wanted = any(info.temper_class and not info.terminal for info in infos)
+        if reason:
+            if self.settings.stock_kernel_mode and wanted:
+                return Decision(annotations.SCHEDULER_STOCK_KERNEL_MODE, None)
             return Decision(annotations.SCHEDULER_UNSUPPORTED_PREFIX + reason, None)
-        if not any(info.temper_class and not info.terminal for info in infos):
+        if not wanted:
             # Observe first: nothing is enforced until a pod asks for a Temper class.
             return Decision(annotations.SCHEDULER_STOCK, None)
         if self.config_bytes is None:
@@ -192,6 +199,10 @@ class AgentService:
         decision = self.decide(infos, detect_sched_ext(self.settings.sysfs_root))
         await self.supervisor.ensure(decision.desired_digest)
         status = decision.scheduler_status
+        if status == annotations.SCHEDULER_STOCK_KERNEL_MODE:
+            self.stock_mode.apply(infos)
+        else:
+            self.stock_mode.restore_all()
         if decision.desired_digest is not None and not self.supervisor.attached():
             status = annotations.SCHEDULER_STOCK
         if status != self.scheduler_status:
@@ -342,10 +353,11 @@ async def shutdown(
     settings = service.settings
     log.info("agent shutting down", extra={"node": settings.node_name})
     await owner.close(timeout_seconds=5.0)
+    service.stock_mode.restore_all()
     if settings.stop_scheduler_on_exit:
         await service.supervisor.stop("agent shutting down")
         status = service.scheduler_status
-        if status == annotations.SCHEDULER_SCX_LAYERED:
+        if status in (annotations.SCHEDULER_SCX_LAYERED, annotations.SCHEDULER_STOCK_KERNEL_MODE):
             status = annotations.SCHEDULER_STOCK
         try:
             await asyncio.wait_for(
@@ -367,4 +379,3 @@ async def shutdown(
 def run_agent(settings: AgentSettings) -> int:
     """Entry point of ``temper agent``."""
     return run_service("agent", settings, lambda stop: serve(settings, stop))
-

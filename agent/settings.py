@@ -79,6 +79,11 @@ class AgentSettings(ServiceSettings):
         description="Stop scx_layered when the agent shuts down (SIGTERM), returning the node "
         "to the stock scheduler; a crashed agent leaves it running for the next agent to adopt",
     )
+    stock_kernel_mode: bool = Field(
+        False,
+        description="On kernels without sched_ext, give low and background pods SCHED_IDLE "
+        "treatment through cgroup cpu.idle; every changed value is restored on stop",
+    )
     listen_address: str = Field(
         "127.0.0.1", description="Address of the /metrics, /healthz and /readyz server"
     )

@@ -93,10 +93,10 @@ class LocalControlPlane:
         self.log_dir = workdir / "logs"
         self.kubeconfig = workdir / "kubeconfig"
         self.apiserver_port = 0
-        self.scheduler_port = 0
+        # schedulerName -> (process, secure port); the default scheduler is "default-scheduler".
+        self._schedulers: dict[str, tuple[ManagedProcess, int]] = {}
         self._etcd: ManagedProcess | None = None
         self._apiserver: ManagedProcess | None = None
-        self._scheduler: ManagedProcess | None = None
 
     @property
     def server(self) -> str:
@@ -111,7 +111,13 @@ class LocalControlPlane:
     @property
     def processes(self) -> list[ManagedProcess]:
         """The running processes, in start order."""
-        return [p for p in (self._etcd, self._apiserver, self._scheduler) if p is not None]
+        started = [self._etcd, self._apiserver, *(p for p, _ in self._schedulers.values())]
+        return [p for p in started if p is not None]
+
+    @property
+    def scheduler_port(self) -> int:
+        """Secure port of the default scheduler."""
+        return self._schedulers["default-scheduler"][1]
 
     def start(
         self,
@@ -238,8 +244,11 @@ class LocalControlPlane:
         client_qps: int = 5000,
         timeout_seconds: float = 60.0,
     ) -> None:
-        """(Re)start kube-scheduler with a KubeSchedulerConfiguration naming ``extenders``."""
-        self.stop_scheduler()
+        """(Re)start the kube-scheduler serving ``scheduler_name`` with these ``extenders``.
+
+        Several schedulers may run side by side, one per scheduler name.
+        """
+        self.stop_scheduler(scheduler_name)
         config = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",
@@ -252,38 +261,37 @@ class LocalControlPlane:
             "profiles": [{"schedulerName": scheduler_name}],
             "extenders": [extender.to_config() for extender in extenders],
         }
-        config_path = self.workdir / "kube-scheduler.yaml"
+        suffix = "" if scheduler_name == "default-scheduler" else f"-{scheduler_name}"
+        config_path = self.workdir / f"kube-scheduler{suffix}.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        self.scheduler_port = free_port()
-        self._scheduler = ManagedProcess(
-            "kube-scheduler",
+        port = free_port()
+        process = ManagedProcess(
+            f"kube-scheduler{suffix}",
             [
                 str(self.binaries.kube_scheduler),
                 f"--config={config_path}",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={self.scheduler_port}",
+                f"--secure-port={port}",
                 "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
             ],
-            self.log_dir / "kube-scheduler.log",
+            self.log_dir / f"kube-scheduler{suffix}.log",
         )
+        self._schedulers[scheduler_name] = (process, port)
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # self-signed in-memory certificate
-        _wait_for_url(
-            f"https://127.0.0.1:{self.scheduler_port}/readyz",
-            self._scheduler,
-            timeout_seconds,
-            insecure,
-        )
+        _wait_for_url(f"https://127.0.0.1:{port}/readyz", process, timeout_seconds, insecure)
 
-    def stop_scheduler(self) -> None:
-        """Stop kube-scheduler if it runs."""
-        if self._scheduler is not None:
-            self._scheduler.stop()
-            self._scheduler = None
+    def stop_scheduler(self, scheduler_name: str | None = None) -> None:
+        """Stop the scheduler serving ``scheduler_name``, or every scheduler when None."""
+        names = list(self._schedulers) if scheduler_name is None else [scheduler_name]
+        for name in names:
+            entry = self._schedulers.pop(name, None)
+            if entry is not None:
+                entry[0].stop()
 
     def stop(self) -> None:
-        """Stop kube-scheduler, kube-apiserver and etcd, then remove etcd's data."""
+        """Stop the schedulers, kube-apiserver and etcd, then remove etcd's data."""
         self.stop_scheduler()
         for process in (self._apiserver, self._etcd):
             if process is not None:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-command setup of a development machine (Debian bookworm, run as root):
+# Debian packages, the Python virtualenv in .venv with Temper installed editable, BCC made
+# importable from it, and the Go-built control plane in the cache directory.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+echo "== Debian packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# python3-bpfcc: BCC for the BPF observation programs; python3-venv: the virtualenv.
+apt-get install -y -q --no-install-recommends python3-bpfcc python3-venv >/dev/null
+
+echo "== Python virtualenv (.venv)"
+python=${PYTHON:-python3}
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is required"'
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev]'
+
+echo "== BCC in the virtualenv"
+# Link only Debian's bcc package into the venv, not the rest of /usr/lib/python3/dist-packages.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
+.venv/bin/python -c 'import bcc' || { echo "error: bcc is not importable from .venv" >&2; exit 1; }
+
+echo "== control plane (etcd, kube-apiserver, kube-scheduler, helm)"
+scripts/build-control-plane.sh
+echo "setup complete: run scripts/test.sh"
