@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from temper.controlplane.binaries import Binaries, find_binaries
+from temper.controlplane.client import AdminClient
 from temper.controlplane.process import ManagedProcess, free_port
 from temper.errors import ControlPlaneError
 from temper.tls import CertificateAuthority, generate_service_account_key
@@ -107,6 +108,11 @@ class LocalControlPlane:
     def ca_path(self) -> Path:
         """CA certificate that signed the API server's serving certificate."""
         return self.pki_dir / "ca.crt"
+
+    def admin_client(self) -> AdminClient:
+        """A JSON client authenticated as the admin (group system:masters)."""
+        pki = self.pki_dir
+        return AdminClient(self.server, self.ca_path, pki / "admin.crt", pki / "admin.key")
 
     @property
     def processes(self) -> list[ManagedProcess]:
