@@ -13,6 +13,12 @@ One layer per tier in use, pods grouped into their tier's layer (never one layer
   Temper class and every other task on the node. Its large ``disallow_preempt_after_us`` lets
   the critical and high layers preempt it.
 
+CPU limits: while a sched_ext scheduler runs, the kernel does not enforce cgroup ``cpu.max``
+or ``cpu.weight``. Non-critical pods with a CPU limit therefore go to a ``<tier>-limited``
+layer placed before the tier layers: Confined (its tasks run only on the layer's CPUs), with
+at most as many CPUs as the pods' summed CPU limits rounded up. The bound is in whole CPUs,
+so a pod limited to 500m may still use up to one CPU.
+
 Pods are matched by the ``CgroupPrefix`` of their pod cgroup. A tier with more pods than a
 layer has OR blocks (32) is matched with ``CgroupRegex`` alternations instead.
 """
@@ -32,6 +38,9 @@ from temper.tiers import Tier
 # A "never" for disallow_*_after_us: one hour in microseconds.
 NEVER_US = 3_600_000_000
 LAYER_ORDER = (Tier.CRITICAL, Tier.HIGH, Tier.LOW, Tier.BACKGROUND)
+# Tiers whose pods with a CPU limit get a "<tier>-limited" layer. Critical pods stay on their
+# fenced CPUs, which already bound them.
+LIMITED_ORDER = (Tier.HIGH, Tier.NORMAL, Tier.LOW, Tier.BACKGROUND)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class LayerPlan:
     critical_request_millicores: int = 0
     # Pods that matched no tier layer because the layer ran out of OR blocks and regexes.
     unmatched_pods: list[str] = field(default_factory=list)
+    # Pods whose CPU limit is bounded by a "-limited" layer instead of cpu.max.
+    limited_pods: list[str] = field(default_factory=list)
 
     @property
     def critical_overcommitted(self) -> bool:
@@ -164,6 +175,37 @@ _COMMENTS = {
 }
 
 
+def _limited_kind(tier: Tier, pods: Sequence[PodInfo], topology: Topology) -> dict[str, Any]:
+    """A Confined layer whose CPU count bounds the pods' summed CPU limits."""
+    limit = sum(p.cpu_limit_millicores or 0 for p in pods)
+    upper = min(topology.cpus, max(1, math.ceil(limit / 1000)))
+    weights = {Tier.HIGH: 400, Tier.NORMAL: 100, Tier.LOW: 50, Tier.BACKGROUND: 10}
+    body: dict[str, Any] = {
+        "util_range": [0.8, 0.95],
+        "cpus_range": [0, upper],
+        "weight": weights[tier],
+    }
+    if tier is Tier.HIGH:
+        body["preempt"] = True
+    else:
+        body["disallow_preempt_after_us"] = NEVER_US
+    return {"Confined": body}
+
+
+def _match_blocks(
+    members: Sequence[PodInfo], layout: CgroupLayout, plan: LayerPlan, regex_budget: int
+) -> tuple[list[list[dict[str, Any]]], int]:
+    """OR blocks matching the pods' cgroups, and the CgroupRegex rules they used."""
+    prefixes = [layout.layered_prefix(p.cgroup_uid, p.qos) for p in members]
+    if len(prefixes) <= MAX_OR_BLOCKS:
+        return _prefix_blocks(prefixes), 0
+    matches, leftovers = _regex_blocks(prefixes, str(layout.root), min(regex_budget, MAX_OR_BLOCKS))
+    plan.unmatched_pods += [
+        p.key for p, prefix in zip(members, prefixes, strict=True) if prefix in leftovers
+    ]
+    return matches, len(matches)
+
+
 def compute_layer_plan(
     pods: Iterable[PodInfo],
     layout: CgroupLayout,
@@ -178,23 +220,33 @@ def compute_layer_plan(
             by_tier[pod.tier].append(pod)
     plan = LayerPlan(config=[])
     regex_budget = MAX_CGROUP_REGEXES
+    for tier in LIMITED_ORDER:
+        # scx_layered ignores cpu.max: a Confined layer with as many CPUs as the pods' summed
+        # CPU limits (rounded up to whole CPUs) is what bounds them instead.
+        limited = [p for p in by_tier[tier] if p.cpu_limit_millicores is not None]
+        by_tier[tier] = [p for p in by_tier[tier] if p.cpu_limit_millicores is None]
+        if not limited:
+            continue
+        matches, used = _match_blocks(limited, layout, plan, regex_budget)
+        regex_budget -= used
+        plan.limited_pods += [p.key for p in limited]
+        if matches:
+            plan.config.append(
+                {
+                    "name": f"{tier.value}-limited",
+                    "comment": f"{tier.value} tier pods with CPU limits, bounded by the CPU count",
+                    "matches": matches,
+                    "kind": _limited_kind(tier, limited, topology),
+                }
+            )
     for tier in LAYER_ORDER:
         members = by_tier[tier]
         if not members:
             continue
-        prefixes = [layout.layered_prefix(p.cgroup_uid, p.qos) for p in members]
-        if len(prefixes) <= MAX_OR_BLOCKS:
-            matches = _prefix_blocks(prefixes)
-        else:
-            matches, leftovers = _regex_blocks(
-                prefixes, str(layout.root), min(regex_budget, MAX_OR_BLOCKS)
-            )
-            regex_budget -= len(matches)
-            plan.unmatched_pods += [
-                p.key for p, prefix in zip(members, prefixes, strict=True) if prefix in leftovers
-            ]
-            if not matches:
-                continue
+        matches, used = _match_blocks(members, layout, plan, regex_budget)
+        regex_budget -= used
+        if not matches:
+            continue
         plan.config.append(
             {
                 "name": tier.value,

@@ -63,7 +63,8 @@ class AgentMetrics:
         )
         self.unenforced_limit_pods = Gauge(
             "temper_agent_unenforced_cpu_limit_pods",
-            "Pods with a CPU limit that scx_layered does not enforce (cpu.max is ignored)",
+            "Pods with a CPU limit that scx_layered does not enforce through cpu.max; the "
+            "agent bounds them with a -limited layer in whole CPUs",
             registry=self.registry,
         )
         self.enforcing = Gauge(

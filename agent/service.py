@@ -81,6 +81,7 @@ class AgentService:
         self.scheduler_status = annotations.SCHEDULER_STOCK
         self.ready = asyncio.Event()
         self._reported_invalid: set[str] = set()
+        self._reported_limits: set[str] = set()
         self._published: dict[str, str] = {}
         self._published_at = 0.0
 
@@ -233,8 +234,17 @@ class AgentService:
             )
         enforcing = status == annotations.SCHEDULER_SCX_LAYERED
         self.metrics.enforcing.set(1 if enforcing else 0)
-        limited = [i for i in infos if i.cpu_limit_millicores is not None and not i.terminal]
-        self.metrics.unenforced_limit_pods.set(len(limited) if enforcing else 0)
+        bounded = self.plan.limited_pods if self.plan else []
+        self.metrics.unenforced_limit_pods.set(len(bounded) if enforcing else 0)
+        if enforcing:
+            for key in bounded:
+                if key not in self._reported_limits:
+                    self._reported_limits.add(key)
+                    log.warning(
+                        "scx_layered does not enforce cpu.max; the pod's CPU limit is bounded "
+                        "by its tier's -limited layer in whole CPUs",
+                        extra={"pod": key, "node": self.settings.node_name},
+                    )
         stats = self.supervisor.stats
         self.metrics.scheduler_restarts.set(stats.restarts)
         self.metrics.scheduler_failures.set(stats.failures)

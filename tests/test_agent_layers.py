@@ -19,7 +19,13 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 LAYOUT = CgroupLayout(Path("/sys/fs/cgroup"), CgroupVersion.V2, CgroupDriver.SYSTEMD)
 
 
-def make_pod(index: int, tier: Tier, cpu_m: int, qos: QosClass = QosClass.BURSTABLE) -> PodInfo:
+def make_pod(
+    index: int,
+    tier: Tier,
+    cpu_m: int,
+    qos: QosClass = QosClass.BURSTABLE,
+    limit_m: int | None = None,
+) -> PodInfo:
     uid = str(uuid.UUID(int=index + 1))
     return PodInfo(
         key=f"ns/pod-{index}",
@@ -29,7 +35,7 @@ def make_pod(index: int, tier: Tier, cpu_m: int, qos: QosClass = QosClass.BURSTA
         temper_class=True,
         qos=qos,
         cpu_request_millicores=cpu_m,
-        cpu_limit_millicores=None,
+        cpu_limit_millicores=limit_m,
         phase="Running",
     )
 
@@ -63,6 +69,16 @@ SHAPES = {
         [make_pod(i, Tier.CRITICAL, 4000) for i in range(3)],
     ),
     "8cpu-no-pods": (Topology(cpus=8), []),
+    "8cpu-with-cpu-limits": (
+        Topology(cpus=8),
+        [
+            *mixed_pods(),
+            make_pod(10, Tier.NORMAL, 500, limit_m=1500),
+            make_pod(11, Tier.BACKGROUND, 1000, limit_m=2000),
+            make_pod(12, Tier.BACKGROUND, 500, limit_m=500),
+            make_pod(13, Tier.CRITICAL, 1000, QosClass.GUARANTEED, limit_m=1000),
+        ],
+    ),
 }
 
 
@@ -148,3 +164,25 @@ def test_batch_layers_stay_preemptible() -> None:
             assert body["disallow_preempt_after_us"] == NEVER_US
             assert body["disallow_open_after_us"] == NEVER_US
             assert "preempt" not in body
+
+
+def test_cpu_limits_bounded_by_limited_layer() -> None:
+    topology, pods = SHAPES["8cpu-with-cpu-limits"]
+    plan = compute_layer_plan(pods, LAYOUT, topology)
+    names = [layer["name"] for layer in plan.config]
+    assert names == [
+        "normal-limited",
+        "background-limited",
+        "critical",
+        "high",
+        "low",
+        "background",
+        "normal",
+    ]
+    background_limited = plan.config[1]
+    # 2000m + 500m of limits: at most three whole CPUs.
+    assert background_limited["kind"]["Confined"]["cpus_range"] == [0, 3]
+    assert len(background_limited["matches"]) == 2
+    assert sorted(plan.limited_pods) == ["ns/pod-10", "ns/pod-11", "ns/pod-12"]
+    # The Guaranteed critical pod stays in the fenced critical layer.
+    assert len(plan.config[2]["matches"]) == 3
