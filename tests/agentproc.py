@@ -39,3 +39,9 @@ def running_agent(
             process.kill()
             process.wait()
         print(f"agent log for {node}:\n{log_path.read_text()[-3000:]}")
+
+
+def agent_log_contains(workdir: Path, node: str, text: str) -> bool:
+    """True when the agent log of ``node`` contains ``text``."""
+    path = workdir / f"agent-{node}.log"
+    return path.exists() and text in path.read_text(errors="replace")
