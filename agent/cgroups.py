@@ -17,6 +17,7 @@ Container cgroups sit one level below: ``cri-containerd-<id>.scope`` or ``crio-<
 with systemd, the bare container ID with cgroupfs.
 """
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -80,3 +81,38 @@ class CgroupLayout:
     def layered_prefix(self, uid: str, qos: QosClass) -> str:
         """The ``CgroupPrefix`` scx_layered matches: no leading slash, trailing slash."""
         return pod_cgroup_relative_path(uid, qos, self.driver) + "/"
+
+
+_CONTAINER_SCOPE = re.compile(r"^(?:cri-containerd|crio|docker)-([0-9a-f]{64})\.scope$")
+_BARE_CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def detect_cgroup_driver(root: Path, version: CgroupVersion) -> CgroupDriver | None:
+    """The driver whose ``kubepods`` layout exists under ``root``, or None when neither does."""
+    base = root if version is CgroupVersion.V2 else root / "cpu"
+    if (base / "kubepods.slice").is_dir():
+        return CgroupDriver.SYSTEMD
+    if (base / "kubepods").is_dir():
+        return CgroupDriver.CGROUPFS
+    return None
+
+
+def container_cgroups(pod_directory: Path) -> dict[str, Path]:
+    """Map container IDs to their cgroup directories below a pod cgroup.
+
+    Recognises containerd (``cri-containerd-<id>.scope``), CRI-O (``crio-<id>.scope``; its
+    ``crio-conmon-<id>.scope`` monitor cgroups are skipped) and Docker scopes of the systemd
+    driver, and bare 64-hex IDs of the cgroupfs driver.
+    """
+    found: dict[str, Path] = {}
+    try:
+        children = [child for child in pod_directory.iterdir() if child.is_dir()]
+    except OSError:
+        return found
+    for child in children:
+        match = _CONTAINER_SCOPE.match(child.name)
+        if match:
+            found[match.group(1)] = child
+        elif _BARE_CONTAINER_ID.match(child.name):
+            found[child.name] = child
+    return found
