@@ -132,13 +132,34 @@ class AgentService:
 
     def safe_mode_requested(self) -> str | None:
         """Where safe mode was requested (Node or Namespace), or None."""
-        node_annotations = (self._node_object().get("metadata") or {}).get("annotations")
-        if annotations.is_safe_mode_requested(node_annotations):
-            return f"node/{self.settings.node_name}"
         namespace = self.namespace.store.get(self.settings.safe_mode_namespace, {})
-        if annotations.is_safe_mode_requested((namespace.get("metadata") or {}).get("annotations")):
-            return f"namespace/{self.settings.safe_mode_namespace}"
+        sources = (
+            (f"node/{self.settings.node_name}", self._node_object()),
+            (f"namespace/{self.settings.safe_mode_namespace}", namespace),
+        )
+        for where, obj in sources:
+            values = (obj.get("metadata") or {}).get("annotations") or {}
+            self._check_safe_mode_value(where, values.get(annotations.SAFE_MODE_REQUESTED))
+            if annotations.is_safe_mode_requested(values):
+                return where
         return None
+
+    def _check_safe_mode_value(self, where: str, value: str | None) -> None:
+        """Report a value other than true or false once; it counts as not requested."""
+        if value is None or value.strip().lower() in ("true", "false", ""):
+            return
+        report = f"{where}:{value}"
+        if report not in self._reported_invalid:
+            self._reported_invalid.add(report)
+            self.metrics.invalid_objects.labels("safe_mode_annotation").inc()
+            log.warning(
+                'ignoring invalid safe-mode annotation; set it to "true" or remove it',
+                extra={
+                    "object": where,
+                    "annotation": annotations.SAFE_MODE_REQUESTED,
+                    "value": value,
+                },
+            )
 
     # -- reconcile ----------------------------------------------------------------------
 

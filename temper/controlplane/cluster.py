@@ -183,8 +183,20 @@ class LocalControlPlane:
         )
         _wait_for_url(f"{client_url}/health", self._etcd, timeout_seconds)
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone, to test clients against an unreachable API server."""
+        if self._apiserver is not None:
+            self._apiserver.stop()
+            self._apiserver = None
+
+    def start_apiserver(self, timeout_seconds: float = 60.0) -> None:
+        """Start kube-apiserver again on the same port, with the same etcd data."""
+        if self._apiserver is None:
+            self._start_apiserver(timeout_seconds)
+
     def _start_apiserver(self, timeout_seconds: float) -> None:
-        self.apiserver_port = free_port()
+        if not self.apiserver_port:
+            self.apiserver_port = free_port()
         pki = self.pki_dir
         self._apiserver = ManagedProcess(
             "kube-apiserver",
