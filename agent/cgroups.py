@@ -27,7 +27,7 @@ from agent.settings import CgroupDriver
 
 
 class CgroupVersion(StrEnum):
-    """Which cgroup hierarchy the node runs."""
+    """Version of the cgroup hierarchy the node runs."""
 
     V1 = "v1"
     V2 = "v2"
@@ -59,13 +59,13 @@ def container_cgroup_name(container_id: str, driver: CgroupDriver) -> str:
 
 
 def detect_cgroup_version(cgroup_root: Path) -> CgroupVersion:
-    """v2 when the root holds ``cgroup.controllers`` (the unified hierarchy), else v1."""
+    """Return v2 when the root contains ``cgroup.controllers`` (the unified hierarchy), else v1."""
     return CgroupVersion.V2 if (cgroup_root / "cgroup.controllers").exists() else CgroupVersion.V1
 
 
 @dataclass(frozen=True)
 class CgroupLayout:
-    """Where pod cgroups live on this node."""
+    """Location, version and naming of the pod cgroups on this node."""
 
     root: Path
     version: CgroupVersion
@@ -79,7 +79,7 @@ class CgroupLayout:
         return self.root / controller / relative
 
     def layered_prefix(self, uid: str, qos: QosClass) -> str:
-        """The ``CgroupPrefix`` scx_layered matches: no leading slash, trailing slash."""
+        """Return the ``CgroupPrefix`` scx_layered matches: no leading slash, a trailing slash."""
         return pod_cgroup_relative_path(uid, qos, self.driver) + "/"
 
 
@@ -88,7 +88,7 @@ _BARE_CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def detect_cgroup_driver(root: Path, version: CgroupVersion) -> CgroupDriver | None:
-    """The driver whose ``kubepods`` layout exists under ``root``, or None when neither does."""
+    """Return the driver whose ``kubepods`` layout exists under ``root``, or None."""
     base = root if version is CgroupVersion.V2 else root / "cpu"
     if (base / "kubepods.slice").is_dir():
         return CgroupDriver.SYSTEMD

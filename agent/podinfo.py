@@ -49,7 +49,7 @@ def _container_resources(container: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
 
 def qos_class(pod: Mapping[str, Any]) -> QosClass:
-    """The pod's QoS class: ``status.qosClass`` when set, else computed from its containers."""
+    """Return the QoS class: ``status.qosClass`` when set, else computed from the containers."""
     reported = (pod.get("status") or {}).get("qosClass")
     if reported in {q.value for q in QosClass}:
         return QosClass(reported)

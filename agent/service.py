@@ -106,7 +106,7 @@ class AgentService:
         return Topology(cpus=cpus)
 
     def allocatable_millicores(self, topology: Topology) -> int:
-        """The Node's allocatable CPU, or all CPUs when the Node does not say."""
+        """Return the Node's allocatable CPU, or all CPUs when the Node reports none."""
         allocatable = (self._node_object().get("status") or {}).get("allocatable") or {}
         try:
             return cpu_millicores(allocatable["cpu"])
@@ -114,7 +114,7 @@ class AgentService:
             return topology.cpus * 1000
 
     def pod_infos(self) -> list[PodInfo]:
-        """Every pod on the node that could be parsed; bad ones are reported once and skipped."""
+        """Parse every pod on the node; report each invalid one once and skip it."""
         infos = []
         for key, pod in self.pods.store.items():
             try:
@@ -131,7 +131,7 @@ class AgentService:
         return infos
 
     def safe_mode_requested(self) -> str | None:
-        """Where safe mode was requested (Node or Namespace), or None."""
+        """Return the object (Node or Namespace) that requests safe mode, or None."""
         namespace = self.namespace.store.get(self.settings.safe_mode_namespace, {})
         sources = (
             (f"node/{self.settings.node_name}", self._node_object()),
@@ -205,7 +205,7 @@ class AgentService:
                 return Decision(annotations.SCHEDULER_STOCK_KERNEL_MODE, None)
             return Decision(annotations.SCHEDULER_UNSUPPORTED_PREFIX + reason, None)
         if not wanted:
-            # Observe first: nothing is enforced until a pod asks for a Temper class.
+            # Observe first: nothing is enforced until a pod requests a Temper class.
             return Decision(annotations.SCHEDULER_STOCK, None)
         if self.config_bytes is None:
             return Decision(annotations.SCHEDULER_STOCK, None)

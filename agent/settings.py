@@ -65,8 +65,8 @@ class AgentSettings(ServiceSettings):
     )
     safe_mode_namespace: str = Field(
         "temper",
-        description="Namespace whose temper.codes/safe-mode-requested annotation stands the "
-        "whole fleet down",
+        description="Namespace whose temper.codes/safe-mode-requested annotation stops "
+        "enforcement on every node",
     )
     min_restart_interval_seconds: float = Field(
         30.0,

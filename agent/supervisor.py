@@ -102,7 +102,7 @@ class SchedulerSupervisor:
         return self._pid is not None and _pid_alive(self._pid, Path(self.binary).name)
 
     def attached(self) -> bool:
-        """True when sysfs says a layered scheduler is enabled."""
+        """Return True when sysfs reports an enabled layered scheduler."""
         ext = self.sysfs_root / "kernel/sched_ext"
         try:
             state = (ext / "state").read_text().strip()

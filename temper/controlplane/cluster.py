@@ -110,7 +110,7 @@ class LocalControlPlane:
         return self.pki_dir / "ca.crt"
 
     def admin_client(self) -> AdminClient:
-        """A JSON client authenticated as the admin (group system:masters)."""
+        """Return a JSON client authenticated as the admin (group system:masters)."""
         pki = self.pki_dir
         return AdminClient(self.server, self.ca_path, pki / "admin.crt", pki / "admin.key")
 

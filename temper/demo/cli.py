@@ -80,7 +80,7 @@ def _load_rows(load: TierLoad | None) -> str:
 
 
 def render(result: DemoResult) -> str:
-    """The human-readable report."""
+    """Render the human-readable report."""
     out = [heading("Pods")]
     rows = [
         [p["group"], p["pod"], p["tier"], p["node"], p["cpu_request_original"],

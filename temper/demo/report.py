@@ -16,5 +16,5 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def heading(text: str) -> str:
-    """A section heading."""
+    """Render a section heading."""
     return f"\n{text}\n{'=' * len(text)}"

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 
 class DemoError(TemperError):
-    """A step of the demo failed; the message says which and where its logs are."""
+    """A step of the demo failed; the message names the step and where its logs are."""
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout_seconds: float = 60.0) -> T:
@@ -75,7 +75,7 @@ class Component:
 
 @dataclass
 class DemoResult:
-    """What the report shows."""
+    """Data shown in the report."""
 
     pods: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
@@ -111,7 +111,7 @@ class Demo:
         return component
 
     def wait_ready(self, component: Component, url: str, context: ssl.SSLContext | None) -> None:
-        """Wait for ``url`` to answer 200, failing early if the process exits."""
+        """Wait for ``url`` to return HTTP 200; fail early if the process exits."""
 
         def ready() -> bool:
             if component.process.poll() is not None:
@@ -221,7 +221,7 @@ class Demo:
                 )
 
     def wait_for_webhook(self) -> None:
-        """The API server picks up a new webhook configuration within a second or so."""
+        """Wait until the API server calls the new webhook (it takes about a second)."""
         probe = self.pod_manifest(Workload("webhook-probe", None, "1"), "baseline")
 
         def mutated() -> bool:
@@ -231,7 +231,7 @@ class Demo:
         wait_until("the overcommit webhook to mutate pods", mutated)
 
     def pod_manifest(self, workload: Workload, group: str) -> dict[str, Any]:
-        """The pod of ``workload`` for one node group."""
+        """Build the pod of ``workload`` for one node group."""
         resources: dict[str, dict[str, str]] = {
             "requests": {"cpu": workload.cpu_request, "memory": workload.memory}
         }
