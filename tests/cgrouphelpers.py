@@ -25,9 +25,13 @@ HOG_LOOP = "while True:\n    pass\n"
 
 @contextmanager
 def cgroup_tree(relative_dirs: list[str], shares: dict[str, int]) -> Iterator[list[Path]]:
-    """Create cgroup directories (parents first) and remove the ones created, children first."""
+    """Create cgroup directories (parents first) and remove the ones created, children first.
+
+    ``shares`` sets cpu.shares per relative path; the previous values are restored at exit.
+    """
     created: list[Path] = []
     paths = []
+    previous: dict[Path, str] = {}
     try:
         for relative in relative_dirs:
             path = CPU_ROOT / relative
@@ -39,9 +43,14 @@ def cgroup_tree(relative_dirs: list[str], shares: dict[str, int]) -> Iterator[li
                     created.append(parent)
             paths.append(path)
         for relative, value in shares.items():
-            (CPU_ROOT / relative / "cpu.shares").write_text(str(value))
+            path = CPU_ROOT / relative / "cpu.shares"
+            previous[path] = path.read_text().strip()
+            path.write_text(str(value))
         yield paths
     finally:
+        for path, value in previous.items():
+            if path.exists():
+                path.write_text(value)
         for path in reversed(created):
             for _ in range(50):
                 try:
@@ -51,9 +60,21 @@ def cgroup_tree(relative_dirs: list[str], shares: dict[str, int]) -> Iterator[li
                     time.sleep(0.1)  # processes are still leaving the cgroup
 
 
+# Tests pin their processes to one CPU so that they compete with each other more than with
+# whatever else runs on the machine.
+TEST_CPU = (os.cpu_count() or 1) - 1
+
+
+def _pin_to_test_cpu() -> None:
+    os.sched_setaffinity(0, {TEST_CPU})
+
+
 def start_in_cgroup(code: str, cgroup: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start a Python snippet and move it into ``cgroup``."""
-    process = subprocess.Popen([sys.executable, "-c", code, *args])
+    """Start a Python snippet pinned to TEST_CPU and move it into ``cgroup``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        preexec_fn=_pin_to_test_cpu,  # noqa: PLW1509 - no threads run in the test process
+    )
     (cgroup / "cgroup.procs").write_text(str(process.pid))
     return process
 

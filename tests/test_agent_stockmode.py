@@ -107,9 +107,11 @@ def test_agent_stock_mode_cuts_runq_delay(
         name: pod_cgroup_relative_path(uid, QosClass.BURSTABLE, CgroupDriver.CGROUPFS)
         for name, uid in uids.items()
     }
-    shares = {relative["batch"]: 1024, relative["api"]: 512}
+    # kubelet gives the kubepods cgroup the node's allocatable CPU as shares; the maximum here
+    # keeps the pods' competition with each other in front of the rest of the machine's load.
+    shares = {"kubepods": 262144, relative["batch"]: 1024, relative["api"]: 512}
     with cgroup_tree([relative["batch"], relative["api"]], shares) as (batch_dir, api_dir):
-        load = hogs(batch_dir, 2 * (os.cpu_count() or 1))
+        load = hogs(batch_dir, 4)
         try:
             before_us = mean_runq_delay_us(api_dir, 3.0)
             with running_agent(
@@ -128,10 +130,15 @@ def test_agent_stock_mode_cuts_runq_delay(
                 )
                 assert (batch_dir / "cpu.idle").read_text().strip() == "1"
                 after_us = mean_runq_delay_us(api_dir, 3.0)
-            # The agent stopped: every value it changed is back.
+            # The agent stopped: every value it changed is back, and so is the delay.
             assert (batch_dir / "cpu.idle").read_text().strip() == "0"
+            restored_us = mean_runq_delay_us(api_dir, 3.0)
         finally:
             stop_all(load)
-    print(f"run-queue delay per wake-up: before {before_us:.0f} us, after {after_us:.0f} us")
-    assert after_us < before_us / 3
+    print(
+        f"run-queue delay per wake-up: stock {before_us:.0f} us, stock-kernel mode "
+        f"{after_us:.0f} us, restored {restored_us:.0f} us"
+    )
+    # Measured on either side of the agent's run, so that drifting machine load shows.
+    assert after_us < min(before_us, restored_us) / 2
     delete_nodes(core_api, [node])
