@@ -21,11 +21,16 @@ so a pod limited to 500m may still use up to one CPU.
 
 Pods are matched by the ``CgroupPrefix`` of their pod cgroup. A tier with more pods than a
 layer has OR blocks (32) is matched with ``CgroupRegex`` alternations instead.
+
+Workload profiles: the caller may pass ``profile_layers`` (from
+``agent.profiles.layers.compute_profile_layers``). They go first, before the ``-limited``
+layers, so the threads they match leave their tier layer; that module states the rules.
 """
 
+import copy
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,14 +216,16 @@ def compute_layer_plan(
     layout: CgroupLayout,
     topology: Topology,
     policy: SizingPolicy | None = None,
+    profile_layers: Sequence[Mapping[str, Any]] = (),
 ) -> LayerPlan:
-    """Build the layer config for the running pods of this node."""
+    """Build the layer config for the running pods of this node, profile layers first."""
     policy = policy or SizingPolicy()
     by_tier: dict[Tier, list[PodInfo]] = {tier: [] for tier in Tier}
     for pod in sorted(pods, key=lambda p: p.key):
         if not pod.terminal:
             by_tier[pod.tier].append(pod)
     plan = LayerPlan(config=[])
+    plan.config.extend(copy.deepcopy(dict(layer)) for layer in profile_layers)
     regex_budget = MAX_CGROUP_REGEXES
     for tier in LIMITED_ORDER:
         # scx_layered ignores cpu.max: a Confined layer with as many CPUs as the pods' summed

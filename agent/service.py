@@ -16,7 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent.cgroups import CgroupLayout, CgroupVersion, detect_cgroup_version
 from agent.layers import LayerPlan, compute_layer_plan
 from agent.metrics import AgentMetrics
+from agent.observe.wiring import Observation
 from agent.podinfo import PodInfo, pod_info
+from agent.profiles.resolver import ProfileResolver
 from agent.settings import AgentSettings
 from agent.stockmode import StockKernelMode
 from agent.supervisor import SchedulerSupervisor, config_digest
@@ -76,6 +78,10 @@ class AgentService:
             settings.cgroup_driver,
         )
         self.stock_mode = StockKernelMode(self.layout, settings.state_dir / "cpu-idle.json")
+        self.profiles = ProfileResolver(settings.profile_dirs)
+        self.observation = Observation(
+            settings, self.layout, self.pods.store.values, self.metrics.registry
+        )
         self.plan: LayerPlan | None = None
         self.config_bytes: bytes | None = None
         self.scheduler_status = annotations.SCHEDULER_STOCK
@@ -216,7 +222,8 @@ class AgentService:
         self.metrics.reconciles.inc()
         topology = self.topology()
         infos = self.pod_infos()
-        plan = compute_layer_plan(infos, self.layout, topology)
+        profile_layers = self.profiles.profile_layers(self.pods.store, infos, self.layout, topology)
+        plan = compute_layer_plan(infos, self.layout, topology, profile_layers=profile_layers)
         self._write_config(plan, topology)
         decision = self.decide(infos, detect_sched_ext(self.settings.sysfs_root))
         await self.supervisor.ensure(decision.desired_digest)
@@ -352,6 +359,7 @@ class AgentService:
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
         app.router.add_get("/config", config)
+        self.observation.add_routes(app)
         return app
 
 
@@ -370,6 +378,7 @@ async def serve(settings: AgentSettings, stop: asyncio.Event) -> None:
         owner.spawn("node", service.node.run())
         owner.spawn("namespace", service.namespace.run())
         loop = owner.spawn("reconcile", service.reconcile_loop(stop))
+        owner.spawn("observe", service.observation.run(stop))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([loop, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

@@ -84,7 +84,67 @@ class AgentSettings(ServiceSettings):
         description="On kernels without sched_ext, give low and background pods SCHED_IDLE "
         "treatment through cgroup cpu.idle; every changed value is restored on stop",
     )
+    profile_dirs: tuple[Path, ...] = Field(
+        (),
+        description="Directories of custom workload profiles (*.yaml), reread whenever their "
+        "files change; a profile there replaces the builtin of the same name",
+    )
     listen_address: str = Field(
         "127.0.0.1", description="Address of the /metrics, /healthz and /readyz server"
     )
     port: int = Field(9402, ge=0, le=65535, description="TCP port of that server (0: any)")
+    # -- observation (agent/observe) ---------------------------------------------------------
+    observe_enabled: bool = Field(
+        True, description="Sample every container thread and serve /observe and /trace"
+    )
+    observe_interval_seconds: float = Field(
+        1.0, ge=0.1, le=60.0, description="Seconds between two samples of the container threads"
+    )
+    observe_max_threads: int = Field(
+        16384,
+        ge=64,
+        le=1_048_576,
+        description="Maximum number of threads tracked (threads beyond it are counted, not "
+        "observed); also the number of BPF thread slots",
+    )
+    bpf_enabled: bool = Field(
+        True,
+        description="Load the BPF scheduler programs (run-queue delay histograms, placement "
+        "linter); without them, or when loading fails, only procfs is read",
+    )
+    bpf_kernel_headers_path: Path | None = Field(
+        None,
+        description="Kernel header directory BCC compiles against when /lib/modules/<release>/"
+        "build is missing; default: the newest /usr/src/linux-headers-* directory",
+    )
+    observe_protected_cpus: str = Field(
+        "",
+        pattern=r"^[0-9,\-]*$",
+        description="CPU list (for example 2-3) of the critical layer's protected CPUs, "
+        "checked by the protected_fallback invariant; empty: no CPU is protected",
+    )
+    open_reserve_grace_seconds: float = Field(
+        0.001,
+        ge=0.0,
+        le=1.0,
+        description="Seconds a critical thread may wait on a run queue before a batch thread "
+        "running meanwhile counts as an open_reserve violation",
+    )
+    trace_max_seconds: float = Field(
+        30.0,
+        gt=0.0,
+        le=600.0,
+        description="Maximum length of a /trace scheduler capture, in seconds",
+    )
+    trace_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="Largest trace file /trace returns, in bytes; also bounds the kernel "
+        "trace buffer",
+    )
+    tracefs_path: Path | None = Field(
+        None,
+        description="Mount point of tracefs; default: /sys/kernel/tracing, else "
+        "/sys/kernel/debug/tracing",
+    )

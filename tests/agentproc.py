@@ -25,6 +25,8 @@ def running_agent(
         "--port", "0",
         "--debounce-seconds", "0.2",
         "--publish-interval-seconds", "1",
+        # BPF observation has tests of its own; compiling it for every agent here is slow.
+        "--no-bpf-enabled",
         *extra,
     ]  # fmt: skip
     with log_path.open("ab") as log_file:

@@ -10,6 +10,8 @@ import pytest
 from agent.cgroups import CgroupLayout, CgroupVersion
 from agent.layers import NEVER_US, SizingPolicy, compute_layer_plan, critical_cpu_range
 from agent.podinfo import PodInfo, QosClass
+from agent.profiles.catalog import builtin_profiles
+from agent.profiles.layers import ProfiledPod, compute_profile_layers
 from agent.settings import CgroupDriver
 from agent.topology import Topology
 from agent.validation import validate_layer_config
@@ -82,16 +84,71 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_golden_config(shape: str) -> None:
-    topology, pods = SHAPES[shape]
-    config = compute_layer_plan(pods, LAYOUT, topology).config
-    validate_layer_config(config, cpus=topology.cpus)
+# Node shapes with profiled pods: topology, pods, and the builtin profile per pod key.
+PROFILED_SHAPES = {
+    "8cpu-smt2-profiled": (
+        Topology(cpus=8, threads_per_core=2),
+        [*mixed_pods(), make_pod(10, Tier.NORMAL, 500, limit_m=1500)],
+        {
+            "ns/pod-0": "mysql-innodb",
+            "ns/pod-2": "jvm-hotspot",
+            "ns/pod-3": "pytorch-dataloader",
+            "ns/pod-4": "mysql-innodb",
+            "ns/pod-10": "jvm-hotspot",
+        },
+    ),
+    "2cpu-nosmt-profiled-high": (
+        Topology(cpus=2),
+        [make_pod(0, Tier.HIGH, 1500), make_pod(1, Tier.HIGH, 500), make_pod(2, Tier.NORMAL, 0)],
+        {"ns/pod-0": "mysql-innodb", "ns/pod-1": "mysql-innodb", "ns/pod-2": "jvm-hotspot"},
+    ),
+}
+
+
+def profiled_config(shape: str) -> list[dict[str, object]]:
+    topology, pods, assignment = PROFILED_SHAPES[shape]
+    profiles = {profile.name: profile for profile in builtin_profiles()}
+    profiled = [ProfiledPod(p, profiles[assignment[p.key]]) for p in pods if p.key in assignment]
+    critical_m = sum(p.cpu_request_millicores for p in pods if p.tier is Tier.CRITICAL)
+    profile_plan = compute_profile_layers(
+        profiled, LAYOUT, topology, critical_request_millicores=critical_m
+    )
+    return compute_layer_plan(pods, LAYOUT, topology, profile_layers=profile_plan.layers).config
+
+
+def check_golden(shape: str, config: list[dict[str, object]], cpus: int) -> None:
+    validate_layer_config(config, cpus=cpus)
     path = GOLDEN_DIR / f"{shape}.json"
     rendered = json.dumps(config, indent=2, sort_keys=True) + "\n"
     if os.environ.get("TEMPER_UPDATE_GOLDEN") == "1":
         path.write_text(rendered)
     assert rendered == path.read_text(), "regenerate with TEMPER_UPDATE_GOLDEN=1 if intended"
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_golden_config(shape: str) -> None:
+    topology, pods = SHAPES[shape]
+    check_golden(shape, compute_layer_plan(pods, LAYOUT, topology).config, topology.cpus)
+
+
+@pytest.mark.parametrize("shape", sorted(PROFILED_SHAPES))
+def test_golden_config_with_profiles(shape: str) -> None:
+    check_golden(shape, profiled_config(shape), PROFILED_SHAPES[shape][0].cpus)
+
+
+def test_profile_layers_come_first() -> None:
+    names = [layer["name"] for layer in profiled_config("8cpu-smt2-profiled")]
+    assert names == [
+        "profile-exclusive",
+        "profile-latency",
+        "profile-yield",
+        "normal-limited",
+        "critical",
+        "high",
+        "low",
+        "background",
+        "normal",
+    ]
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

@@ -208,6 +208,8 @@ class Demo:
                     "--port", "0",
                     "--debounce-seconds", "0.2",
                     "--publish-interval-seconds", "1",
+                    # The demo's Nodes are API objects: there are no pod threads to observe.
+                    "--no-observe-enabled",
                 )  # fmt: skip
         print(f"started {len(GROUPS) * self.nodes_per_group} agents, one per Node ...")
         for group in GROUPS:
