@@ -17,9 +17,11 @@ from temper.errors import TemperError
 # Subcommand name -> module that provides ``configure_parser`` and ``run``.
 SUBCOMMANDS = {
     "agent": "agent.cli",
+    "profile": "agent.profile_cli",
     "extender": "extender.cli",
     "webhook": "webhook.cli",
     "rightsize": "rightsizer.cli",
+    "plane": "plane.cli",
     "demo": "temper.demo.cli",
 }
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ("agent", "extender", "webhook", "rightsizer")
+COMPONENTS = ("agent", "extender", "webhook", "rightsizer", "plane")
 CORE = "temper"
 # The CLI is the one module above the components.
 CORE_MODULES_ALLOWED_ABOVE = ("temper/cli.py",)
