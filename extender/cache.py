@@ -4,6 +4,12 @@ The request handlers read only this cache and never call the API server. Two ref
 it. The one on Nodes keeps the parsed ``temper.codes/tier-load`` value per node name. The one
 on bound pods (``spec.nodeName!=``) records when each pod was bound, so the requests of pods
 bound after a node's last tier-load value can be subtracted from that value.
+
+Work is done when data changes, not per request: an annotation is parsed only when its text
+changes, and a node's :class:`~extender.scoring.NodeCapacity` is recomputed only when its
+value or its bound pods change. The reflectors store reduced objects (see
+:func:`reduce_node` and :func:`reduce_pod`), so memory grows with the number of nodes and
+pods, not with the size of their status.
 """
 
 import asyncio
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from extender.scoring import pod_demand
+from extender.scoring import NodeCapacity, node_capacity, pod_demand
 from temper.annotations import TIER_LOAD, TierLoad
 from temper.errors import InvalidAnnotationError, InvalidQuantityError
 from temper.kube import JsonObject, KubeClient, Reflector, object_key
@@ -29,6 +35,66 @@ CONDITION_TIME_RESOLUTION_SECONDS = 1.0
 # Invalid values remembered per node for log-once; the set is cleared when it grows past this.
 MAX_REPORTED_VALUES_PER_NODE = 64
 TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+# Pod spec fields that pod_demand reads besides the containers.
+_POD_SPEC_FIELDS = ("nodeName", "priorityClassName", "priority", "overhead", "resources")
+
+
+def reduce_node(node: JsonObject) -> JsonObject:
+    """Keep only the name and the tier-load annotation of a Node; the cache reads nothing else."""
+    metadata = node.get("metadata") or {}
+    reduced: JsonObject = {"name": metadata.get("name", "")}
+    raw = (metadata.get("annotations") or {}).get(TIER_LOAD)
+    if raw is not None:
+        reduced["annotations"] = {TIER_LOAD: raw}
+    return {"metadata": reduced}
+
+
+def _reduce_containers(containers: Any) -> list[JsonObject]:
+    if not isinstance(containers, list):
+        return []
+    reduced = []
+    for container in containers:
+        if not isinstance(container, dict):
+            continue
+        entry: JsonObject = {}
+        cpu = ((container.get("resources") or {}).get("requests") or {}).get("cpu")
+        if cpu is not None:
+            entry["resources"] = {"requests": {"cpu": cpu}}
+        if "restartPolicy" in container:
+            entry["restartPolicy"] = container["restartPolicy"]
+        reduced.append(entry)
+    return reduced
+
+
+def reduce_pod(pod: JsonObject) -> JsonObject:
+    """Keep only the Pod fields that pod_demand, scheduled_at_seconds and the cache read.
+
+    ``pod_demand`` and ``scheduled_at_seconds`` return the same for the reduced pod as for the
+    full one. A change to the fields they read must be made here too.
+
+    NOTE: a reduced pod still takes about 2 KB of memory (tracemalloc, a one-container pod),
+    so 100,000 bound pods take about 200 MB.
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    reduced_spec: JsonObject = {key: spec[key] for key in _POD_SPEC_FIELDS if key in spec}
+    for key in ("containers", "initContainers"):
+        if key in spec:
+            reduced_spec[key] = _reduce_containers(spec[key])
+    conditions = [
+        {key: condition.get(key) for key in ("type", "status", "lastTransitionTime")}
+        for condition in status.get("conditions") or []
+        if isinstance(condition, dict) and condition.get("type") == "PodScheduled"
+    ]
+    reduced_status: JsonObject = {"conditions": conditions}
+    if "phase" in status:
+        reduced_status["phase"] = status["phase"]
+    return {
+        "metadata": {key: metadata[key] for key in ("name", "namespace") if key in metadata},
+        "spec": reduced_spec,
+        "status": reduced_status,
+    }
 
 
 class AnnotationDecoder:
@@ -110,15 +176,16 @@ class BoundPodIndex:
         self._pods[key] = pod
         bisect.insort(self._by_node.setdefault(pod.node_name, []), (pod.bound_at_seconds, key))
 
-    def remove(self, key: str) -> None:
-        """Forget a pod; unknown keys are ignored."""
+    def remove(self, key: str) -> BoundPod | None:
+        """Forget a pod and return its record; unknown keys are ignored and return None."""
         pod = self._pods.pop(key, None)
         if pod is None:
-            return
+            return None
         entries = self._by_node[pod.node_name]
         entries.remove((pod.bound_at_seconds, key))
         if not entries:
             del self._by_node[pod.node_name]
+        return pod
 
     def bound_since(self, node_name: str, timestamp_seconds: float) -> dict[Tier, int]:
         """Sum the CPU requests per tier of the node's pods bound after ``timestamp_seconds``."""
@@ -137,11 +204,18 @@ class NodeCache:
     def __init__(self, client: KubeClient, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._decoder = AnnotationDecoder()
-        self._loads: dict[str, TierLoad | None] = {}
+        # Last annotation text per node, so an unchanged value is not parsed again.
+        self._raw_values: dict[str, Any] = {}
+        self._loads: dict[str, TierLoad] = {}
+        self._capacities: dict[str, NodeCapacity] = {}
         self._pods = BoundPodIndex()
         self._last_node_update_monotonic: float | None = None
         self._node_reflector = Reflector(
-            client, "/api/v1/nodes", name="nodes", on_event=self._on_node_event
+            client,
+            "/api/v1/nodes",
+            name="nodes",
+            on_event=self._on_node_event,
+            transform=reduce_node,
         )
         self._pod_reflector = Reflector(
             client,
@@ -149,6 +223,7 @@ class NodeCache:
             name="bound-pods",
             params={"fieldSelector": "spec.nodeName!="},
             on_event=self._on_pod_event,
+            transform=reduce_pod,
         )
 
     async def run(self) -> None:
@@ -161,9 +236,10 @@ class NodeCache:
         """True once both the Node list and the bound-pod list were loaded."""
         return self._node_reflector.synced.is_set() and self._pod_reflector.synced.is_set()
 
-    def tier_load(self, node_name: str) -> TierLoad | None:
-        """Return the node's last valid tier-load value; None if unknown, missing or invalid."""
-        return self._loads.get(node_name)
+    @property
+    def capacities(self) -> Mapping[str, NodeCapacity]:
+        """Free capacity per tier of every node with a valid tier-load value, fresh or stale."""
+        return self._capacities
 
     def decode_annotation(
         self, node_name: str, annotations: Mapping[str, Any] | None
@@ -181,15 +257,35 @@ class NodeCache:
             return None
         return time.monotonic() - self._last_node_update_monotonic
 
+    def _refresh_capacity(self, node_name: str) -> None:
+        load = self._loads.get(node_name)
+        if load is None:
+            self._capacities.pop(node_name, None)
+            return
+        bound = self._pods.bound_since(node_name, load.timestamp_seconds)
+        self._capacities[node_name] = node_capacity(load, bound)
+
     def _on_node_event(self, event_type: str, node: JsonObject) -> None:
         self._last_node_update_monotonic = time.monotonic()
         metadata = node.get("metadata") or {}
         name = str(metadata.get("name", ""))
         if event_type == "DELETED":
+            self._raw_values.pop(name, None)
             self._loads.pop(name, None)
+            self._capacities.pop(name, None)
             self._decoder.forget(name)
             return
-        self._loads[name] = self._decoder.decode(name, metadata.get("annotations"))
+        annotations = metadata.get("annotations")
+        raw = (annotations or {}).get(TIER_LOAD)
+        if name in self._raw_values and self._raw_values[name] == raw:
+            return
+        self._raw_values[name] = raw
+        load = self._decoder.decode(name, annotations)
+        if load is None:
+            self._loads.pop(name, None)
+        else:
+            self._loads[name] = load
+        self._refresh_capacity(name)
 
     def _on_pod_event(self, event_type: str, pod: JsonObject) -> None:
         key = object_key(pod)
@@ -197,7 +293,7 @@ class NodeCache:
         node_name = spec.get("nodeName")
         phase = (pod.get("status") or {}).get("phase")
         if event_type == "DELETED" or not node_name or phase in TERMINATED_PHASES:
-            self._pods.remove(key)
+            self._forget_pod(key)
             return
         try:
             demand = pod_demand(pod)
@@ -206,19 +302,29 @@ class NodeCache:
                 "pod has an invalid CPU request, not counting it",
                 extra={"pod": key, "node": node_name, "error": str(error)},
             )
-            self._pods.remove(key)
+            self._forget_pod(key)
             return
+
         known = self._pods.get(key)
         if known is not None:
             bound_at = known.bound_at_seconds
         else:
             bound_at = scheduled_at_seconds(pod) or self._clock()
-        self._pods.put(
-            key,
-            BoundPod(
-                node_name=str(node_name),
-                tier=demand.tier,
-                cpu_request_millicores=demand.cpu_request_millicores,
-                bound_at_seconds=bound_at,
-            ),
+        record = BoundPod(
+            node_name=str(node_name),
+            tier=demand.tier,
+            cpu_request_millicores=demand.cpu_request_millicores,
+            bound_at_seconds=bound_at,
         )
+        if record == known:
+            return
+
+        self._pods.put(key, record)
+        if known is not None and known.node_name != record.node_name:
+            self._refresh_capacity(known.node_name)
+        self._refresh_capacity(record.node_name)
+
+    def _forget_pod(self, key: str) -> None:
+        removed = self._pods.remove(key)
+        if removed is not None:
+            self._refresh_capacity(removed.node_name)

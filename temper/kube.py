@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 EventHandler = Callable[[str, JsonObject], Awaitable[None] | None]
+ObjectTransform = Callable[[JsonObject], JsonObject]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -173,9 +174,15 @@ class KubeClient:
 class Reflector:
     """Keeps a local copy of a list of objects in step with the API server.
 
-    Lists, then watches from the list's resourceVersion with bookmarks. A ``410 Gone``
-    (as an HTTP status or as an ERROR event) or a broken connection triggers a relist after
-    an exponential backoff; objects that vanished meanwhile are reported as DELETED.
+    Lists, then watches from the list's resourceVersion with bookmarks. A ``410 Gone`` (as an
+    HTTP status or as an ERROR event) triggers a relist at once. A broken connection or another
+    failure triggers a relist after an exponential backoff. Objects that vanished meanwhile
+    are reported as DELETED.
+
+    ``transform``, when given, is applied to every listed or watched object before it is
+    stored and passed to ``on_event``, so a caller that reads a few fields of large objects
+    can keep only those. The key and the resourceVersion are read before the transform. If
+    the transform raises, the error is logged and the object is kept unchanged.
     """
 
     def __init__(
@@ -186,6 +193,7 @@ class Reflector:
         name: str,
         params: Mapping[str, Any] | None = None,
         on_event: EventHandler | None = None,
+        transform: ObjectTransform | None = None,
         watch_timeout_seconds: int = 300,
         max_backoff_seconds: float = 30.0,
     ) -> None:
@@ -194,6 +202,7 @@ class Reflector:
         self._name = name
         self._params = dict(params or {})
         self._on_event = on_event
+        self._transform = transform
         self._watch_timeout_seconds = watch_timeout_seconds
         self._max_backoff_seconds = max_backoff_seconds
         self.store: dict[str, JsonObject] = {}
@@ -234,7 +243,7 @@ class Reflector:
     async def _list(self) -> None:
         body = await self._client.get(self._path, self._params)
         self.relists += 1
-        fresh = {object_key(item): item for item in body.get("items") or []}
+        fresh = {object_key(item): self._transformed(item) for item in body.get("items") or []}
         self._resource_version = str((body.get("metadata") or {}).get("resourceVersion", ""))
         vanished = [key for key in self.store if key not in fresh]
         for key in vanished:
@@ -264,17 +273,30 @@ class Reflector:
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if version:
                     self._resource_version = str(version)
-                if event_type == "BOOKMARK":
+                if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+                    # A BOOKMARK only moves the resourceVersion.
                     continue
                 key = object_key(obj)
+                obj = self._transformed(obj)
                 if event_type == "DELETED":
                     self.store.pop(key, None)
-                elif event_type in ("ADDED", "MODIFIED"):
-                    self.store[key] = obj
                 else:
-                    continue
+                    self.store[key] = obj
                 await self._emit(str(event_type), obj)
                 await self._bump()
+
+    def _transformed(self, obj: JsonObject) -> JsonObject:
+        if self._transform is None:
+            return obj
+        try:
+            return self._transform(obj)
+        except Exception:
+            # Keeping the whole object costs memory but keeps the store complete.
+            log.exception(
+                "object transform failed, storing the object unchanged",
+                extra={"reflector": self._name, "object": object_key(obj)},
+            )
+            return obj
 
     async def _emit(self, event_type: str, obj: JsonObject) -> None:
         if self._on_event is None:

@@ -13,8 +13,12 @@ from extender.scoring import (
     FilterOutcome,
     NodeLoad,
     PodDemand,
+    filter_free_capacities,
     filter_node,
+    filter_outcome,
+    free_capacities_millicores,
     free_capacity_millicores,
+    node_capacity,
     pod_cpu_request_millicores,
     score_nodes,
     scores_from_free_capacity,
@@ -126,6 +130,54 @@ def test_scores_are_integers_in_range() -> None:
             assert 0 <= score <= 10, (name, score, demand)
 
 
+def random_nodes(generator: random.Random) -> dict[str, NodeLoad]:
+    """Nodes without data, with stale data and with fresh data, with random bound pods."""
+    nodes: dict[str, NodeLoad] = {}
+    for index in range(generator.randint(0, 12)):
+        kind = generator.choice(["fresh", "stale", "missing"])
+        if kind == "missing":
+            nodes[f"n{index}"] = NodeLoad(tier_load=None)
+            continue
+        age = generator.uniform(-5.0, MAX_AGE) if kind == "fresh" else MAX_AGE + 1
+        tiers = generator.sample([tier.value for tier in Tier], generator.randint(0, 5))
+        load = tier_load(age, **{tier: generator.randint(0, 8000) for tier in tiers})
+        bound = {tier: generator.randint(0, 3000) for tier in Tier if generator.random() < 0.4}
+        nodes[f"n{index}"] = NodeLoad(tier_load=load, bound_since_millicores=bound)
+    return nodes
+
+
+def test_precomputed_capacity_matches_formula() -> None:
+    # The handlers use node_capacity computed in the cache; it must give free_t exactly.
+    generator = random.Random(11)
+    for _ in range(300):
+        nodes = random_nodes(generator)
+        capacities = {
+            name: node_capacity(node.tier_load, node.bound_since_millicores)
+            for name, node in nodes.items()
+            if node.tier_load is not None
+        }
+        names = [*nodes, "never-seen"]
+        for tier in Tier:
+            expected = [
+                free_capacity_millicores(tier, nodes[name], NOW, MAX_AGE) if name in nodes else None
+                for name in names
+            ]
+            assert free_capacities_millicores(tier, capacities, names, NOW, MAX_AGE) == expected
+
+
+def test_filter_of_list_matches_single_node() -> None:
+    generator = random.Random(13)
+    for _ in range(300):
+        free = [generator.choice([None, generator.randint(-500, 3000)]) for _ in range(10)]
+        demand = PodDemand(generator.choice(list(Tier)), generator.randint(0, 2000))
+        outcomes = [filter_outcome(demand, node_free) for node_free in free]
+        decisions = filter_free_capacities(demand, free)
+        rejected = {i for i, outcome in enumerate(outcomes) if outcome is FilterOutcome.REJECTED}
+        assert decisions.rejected == rejected
+        for outcome in FilterOutcome:
+            assert decisions.counts.get(outcome, 0) == outcomes.count(outcome), outcome
+
+
 @pytest.mark.parametrize(
     ("demand", "node", "expected"),
     [
@@ -151,7 +203,8 @@ def test_scores_are_integers_in_range() -> None:
         ),
         # Other tiers are never filtered, even when they do not fit.
         (NORMAL_1000, fresh(normal=0), FilterOutcome.PASSED),
-        (PodDemand(Tier.LOW, 5000), fresh(normal=0), FilterOutcome.PASSED_WITHOUT_DATA),
+        (PodDemand(Tier.LOW, 5000), fresh(normal=0), FilterOutcome.PASSED),
+        (NORMAL_1000, NodeLoad(tier_load=None), FilterOutcome.PASSED),
     ],
 )
 def test_filter_rejects_only_critical(

@@ -8,7 +8,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from extender.scoring import CRITICAL_CAPACITY_EXCEEDED, NEUTRAL_SCORE
+from extender.scoring import (
+    CRITICAL_CAPACITY_EXCEEDED,
+    NEUTRAL_SCORE,
+    NodeCapacity,
+    node_capacity,
+)
 from extender.server import build_app
 from extender.settings import ExtenderSettings
 from temper.annotations import TIER_LOAD, TierLoad, TierLoadEntry
@@ -42,8 +47,11 @@ class FakeNodeCache:
     def ready(self) -> bool:
         return self.synced
 
-    def tier_load(self, node_name: str) -> TierLoad | None:
-        return self.loads.get(node_name)
+    @property
+    def capacities(self) -> Mapping[str, NodeCapacity]:
+        return {
+            name: node_capacity(load, self.bound.get(name, {})) for name, load in self.loads.items()
+        }
 
     def decode_annotation(
         self, node_name: str, annotations: Mapping[str, Any] | None
