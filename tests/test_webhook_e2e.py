@@ -1,19 +1,17 @@
-"""The webhook behind the real kube-apiserver: registration, mutation, dry run, fail-open.
+"""The webhook behind the real kube-apiserver: registration, mutation, dry run, LimitRanges,
+revert and fail-open.
 
 One ``temper webhook`` subprocess serves the whole module on a free loopback port and
 registers itself; the module deletes the MutatingWebhookConfiguration at the end.
 """
 
-import base64
-import signal
+import socket
 import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-import uuid
+import threading
+import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,79 +28,25 @@ from temper.controlplane.process import free_port
 from temper.kube import KubeClient
 from temper.tiers import priority_class_manifests
 from tests.kubehelpers import pod_manifest, wait_for
+from tests.webhookhelpers import (
+    WebhookProcess,
+    cpu_request,
+    is_mutated,
+    is_ready,
+    probe_pod,
+    registered_ca,
+)
 from webhook.registration import (
     CONFIGURATION_NAME,
+    TIMEOUT_SECONDS,
     apply_webhook_configuration,
     webhook_configuration_manifest,
 )
 
 pytestmark = pytest.mark.controlplane
 
-
-class WebhookProcess:
-    """A ``temper webhook`` subprocess and the log file it writes."""
-
-    def __init__(self, port: int, kubeconfig: Path, log_path: Path) -> None:
-        self.port = port
-        self.url = f"https://127.0.0.1:{port}/mutate"
-        self.log_path = log_path
-        self._log_file = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "temper.cli",
-                "webhook",
-                "--port",
-                str(port),
-                "--register-webhook-url",
-                self.url,
-                "--kubeconfig",
-                str(kubeconfig),
-                "--shutdown-timeout-seconds",
-                "5",
-                "--log-level",
-                "DEBUG",
-            ],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-
-    def stop(self) -> int:
-        """Send SIGTERM and return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
-        return self.process.returncode
-
-
-def registered_ca(admission: k8s.AdmissionregistrationV1Api) -> bytes | None:
-    try:
-        configuration = admission.read_mutating_webhook_configuration(CONFIGURATION_NAME)
-    except k8s.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    bundle: str = configuration.webhooks[0].client_config.ca_bundle
-    return base64.b64decode(bundle)
-
-
-def is_ready(port: int, context: ssl.SSLContext) -> bool:
-    try:
-        with urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/readyz", timeout=2, context=context
-        ) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+# Time a pod creation may take beyond the webhook's timeoutSeconds when the webhook is down.
+FAIL_OPEN_MARGIN_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +90,6 @@ def webhook(
                 raise
 
 
-def probe_pod() -> dict[str, Any]:
-    return pod_manifest(f"probe-{uuid.uuid4().hex[:6]}", cpu_request="1")
-
-
-def is_mutated(pod: k8s.V1Pod) -> bool:
-    return ORIGINAL_REQUESTS in (pod.metadata.annotations or {})
-
-
 @pytest.fixture
 def labelled_namespace(
     core_api: k8s.CoreV1Api, namespace: str, webhook: WebhookProcess, priority_classes: None
@@ -168,11 +104,6 @@ def labelled_namespace(
         lambda: is_mutated(core_api.create_namespaced_pod(namespace, probe_pod(), dry_run="All"))
     )
     return namespace
-
-
-def cpu_request(pod: k8s.V1Pod, index: int = 0) -> str:
-    value: str = pod.spec.containers[index].resources.requests["cpu"]
-    return value
 
 
 def test_configuration_registered(
@@ -261,11 +192,236 @@ async def test_registration_updates_existing(
     assert applied["webhooks"][0]["clientConfig"]["url"] == webhook.url
 
 
-def test_stopped_webhook_fails_open(
-    core_api: k8s.CoreV1Api, labelled_namespace: str, webhook: WebhookProcess
+def test_limits_only_pod_untouched(core_api: k8s.CoreV1Api, labelled_namespace: str) -> None:
+    # Defaulting copies the limit into the request before admission, and the webhook keeps a
+    # request equal to its limit.
+    manifest = pod_manifest("web", cpu_request=None, cpu_limit="2")
+    pod = core_api.create_namespaced_pod(labelled_namespace, manifest)
+    assert cpu_request(pod) == "2"
+    assert pod.spec.containers[0].resources.limits["cpu"] == "2"
+    assert not is_mutated(pod)
+
+
+def sidecar_pod_manifest(name: str) -> dict[str, Any]:
+    manifest = pod_manifest(name, cpu_request="2")
+    manifest["spec"]["initContainers"] = [
+        {
+            "name": "setup",
+            "image": "registry.invalid/setup:1",
+            "resources": {"requests": {"cpu": "1"}},
+        },
+        {
+            "name": "proxy",
+            "image": "registry.invalid/proxy:1",
+            "restartPolicy": "Always",
+            "resources": {"requests": {"cpu": "500m"}},
+        },
+    ]
+    return manifest
+
+
+def init_cpu_request(pod: k8s.V1Pod, index: int) -> str:
+    value: str = pod.spec.init_containers[index].resources.requests["cpu"]
+    return value
+
+
+def test_init_and_sidecar_containers_scaled(
+    core_api: k8s.CoreV1Api, labelled_namespace: str
 ) -> None:
-    # Runs last in this module: it stops the shared webhook process.
-    assert webhook.stop() == 0
+    pod = core_api.create_namespaced_pod(labelled_namespace, sidecar_pod_manifest("meshed"))
+    assert init_cpu_request(pod, 0) == "600m"
+    assert init_cpu_request(pod, 1) == "300m"
+    assert pod.spec.init_containers[1].restart_policy == "Always"
+    assert cpu_request(pod) == "1200m"
+    original = OriginalRequests.decode(pod.metadata.annotations[ORIGINAL_REQUESTS])
+    assert original.init_containers == {"setup": "1", "proxy": "500m"}
+    assert original.containers == {"app": "2"}
+
+
+def add_limit_range(core_api: k8s.CoreV1Api, namespace: str, item: dict[str, Any]) -> None:
+    core_api.create_namespaced_limit_range(
+        namespace, {"metadata": {"name": "cpu"}, "spec": {"limits": [item]}}
+    )
+
+
+def dry_run(core_api: k8s.CoreV1Api, namespace: str, manifest: dict[str, Any]) -> k8s.V1Pod:
+    return core_api.create_namespaced_pod(namespace, manifest, dry_run="All")
+
+
+def test_limit_range_minimum_clamps(core_api: k8s.CoreV1Api, labelled_namespace: str) -> None:
+    add_limit_range(core_api, labelled_namespace, {"type": "Container", "min": {"cpu": "700m"}})
+    # The webhook learns about the LimitRange from its watch, a moment after the create.
+    wait_for(lambda: cpu_request(dry_run(core_api, labelled_namespace, probe_pod())) == "700m")
+    # LimitRanger validates after the webhook: 600m would have been rejected.
+    pod = core_api.create_namespaced_pod(labelled_namespace, pod_manifest("web", cpu_request="1"))
+    assert cpu_request(pod) == "700m"
+    assert is_mutated(pod)
+
+
+def test_limit_range_ratio_clamps(core_api: k8s.CoreV1Api, labelled_namespace: str) -> None:
+    add_limit_range(
+        core_api,
+        labelled_namespace,
+        {"type": "Container", "maxLimitRequestRatio": {"cpu": "1500m"}},
+    )
+    manifest = pod_manifest("web", cpu_request="1", cpu_limit="1200m")
+    wait_for(lambda: cpu_request(dry_run(core_api, labelled_namespace, manifest)) == "800m")
+    pod = core_api.create_namespaced_pod(labelled_namespace, manifest)
+    assert cpu_request(pod) == "800m"
+    assert pod.spec.containers[0].resources.limits["cpu"] == "1200m"
+
+
+def test_limit_range_pod_minimum_skips(core_api: k8s.CoreV1Api, labelled_namespace: str) -> None:
+    add_limit_range(core_api, labelled_namespace, {"type": "Pod", "min": {"cpu": "800m"}})
+    wait_for(lambda: not is_mutated(dry_run(core_api, labelled_namespace, probe_pod())))
     pod = core_api.create_namespaced_pod(labelled_namespace, pod_manifest("web", cpu_request="1"))
     assert cpu_request(pod) == "1"
     assert not is_mutated(pod)
+
+
+def run_revert(control_plane: LocalControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "temper.cli", "webhook", "revert"]
+    command += ["--kubeconfig", str(control_plane.kubeconfig), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+def table_row(output: str, namespace: str, pod: str, container: str) -> list[str]:
+    for line in output.splitlines():
+        cells = line.split()
+        if cells[:3] == [namespace, pod, container]:
+            return cells
+    raise AssertionError(f"no row for {namespace}/{pod} {container} in:\n{output}")
+
+
+def test_revert_dry_run_lists_pods(
+    core_api: k8s.CoreV1Api, labelled_namespace: str, control_plane: LocalControlPlane
+) -> None:
+    manifest = pod_manifest("web", cpu_request="1", cpu_limit="2")
+    core_api.create_namespaced_pod(labelled_namespace, manifest)
+    result = run_revert(control_plane, "--all-namespaces")
+    assert result.returncode == 0, result.stderr
+    row = table_row(result.stdout, labelled_namespace, "web", "app")
+    assert row[3:5] == ["600m", "1"]
+    assert "would resize" in " ".join(row[5:])
+    assert "nothing changed" in result.stdout
+    assert cpu_request(core_api.read_namespaced_pod("web", labelled_namespace)) == "600m"
+
+
+def test_revert_apply_restores_requests(
+    core_api: k8s.CoreV1Api, labelled_namespace: str, control_plane: LocalControlPlane
+) -> None:
+    core_api.create_namespaced_pod(labelled_namespace, pod_manifest("web", cpu_request="1"))
+    core_api.create_namespaced_pod(labelled_namespace, sidecar_pod_manifest("meshed"))
+    result = run_revert(control_plane, "--namespace", labelled_namespace, "--apply")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reverted 2 pods, 0 failed" in result.stdout
+
+    # No kubelet runs, so nothing actuates the resize: the spec the API server stores is
+    # what changed.
+    web = core_api.read_namespaced_pod("web", labelled_namespace)
+    assert cpu_request(web) == "1"
+    assert not is_mutated(web)
+    meshed = core_api.read_namespaced_pod("meshed", labelled_namespace)
+    assert cpu_request(meshed) == "2"
+    assert init_cpu_request(meshed, 0) == "1"
+    assert init_cpu_request(meshed, 1) == "500m"
+    assert not is_mutated(meshed)
+
+    again = run_revert(control_plane, "--namespace", labelled_namespace, "--apply")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to revert" in again.stdout
+
+
+def test_revert_reports_rejected_resize(
+    core_api: k8s.CoreV1Api, namespace: str, control_plane: LocalControlPlane
+) -> None:
+    # Restoring 1 CPU would make requests equal limits, so the pod would turn Guaranteed,
+    # and resize must not change the QoS class.
+    manifest = pod_manifest("api", cpu_request="500m", cpu_limit="1")
+    resources = manifest["spec"]["containers"][0]["resources"]
+    resources["requests"]["memory"] = "64Mi"
+    resources["limits"]["memory"] = "64Mi"
+    record = OriginalRequests(containers={"app": "1"}).encode()
+    manifest["metadata"]["annotations"] = {ORIGINAL_REQUESTS: record}
+    core_api.create_namespaced_pod(namespace, manifest)
+
+    result = run_revert(control_plane, "--namespace", namespace, "--apply")
+    assert result.returncode == 1, result.stdout + result.stderr
+    row = " ".join(table_row(result.stdout, namespace, "api", "app"))
+    assert "resize rejected (HTTP 422)" in row
+    assert "QOS" in row
+    pod = core_api.read_namespaced_pod("api", namespace)
+    assert cpu_request(pod) == "500m"
+    assert is_mutated(pod)
+
+
+def test_stopped_webhook_fails_open(
+    core_api: k8s.CoreV1Api, labelled_namespace: str, webhook: WebhookProcess
+) -> None:
+    # Runs after the tests that need the webhook: it stops the shared webhook process.
+    assert webhook.stop() == 0
+    started = time.monotonic()
+    pod = core_api.create_namespaced_pod(labelled_namespace, pod_manifest("web", cpu_request="1"))
+    elapsed_seconds = time.monotonic() - started
+    assert cpu_request(pod) == "1"
+    assert not is_mutated(pod)
+    assert elapsed_seconds < TIMEOUT_SECONDS + FAIL_OPEN_MARGIN_SECONDS
+
+
+class StalledServer:
+    """A loopback TCP listener that accepts connections and never sends a byte."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0
+        self._connections: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _address = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._connections.append(connection)
+            self.accepted += 1
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        for connection in self._connections:
+            connection.close()
+        self._listener.close()
+
+
+def test_stalled_webhook_fails_open_within_timeout(
+    core_api: k8s.CoreV1Api,
+    namespace: str,
+    admission: k8s.AdmissionregistrationV1Api,
+    webhook: WebhookProcess,
+) -> None:
+    # Points the module's configuration at a server that never responds, so the API server
+    # waits the whole timeoutSeconds and then admits the pod unchanged.
+    stalled = StalledServer()
+    try:
+        configuration = admission.read_mutating_webhook_configuration(CONFIGURATION_NAME)
+        configuration.webhooks[0].client_config.url = f"https://127.0.0.1:{stalled.port}/mutate"
+        admission.replace_mutating_webhook_configuration(CONFIGURATION_NAME, configuration)
+        core_api.patch_namespace(
+            namespace, {"metadata": {"labels": {OVERCOMMIT_LABEL: OVERCOMMIT_ENABLED}}}
+        )
+        wait_for(lambda: dry_run(core_api, namespace, probe_pod()) and stalled.accepted > 0)
+
+        started = time.monotonic()
+        pod = core_api.create_namespaced_pod(namespace, pod_manifest("web", cpu_request="1"))
+        elapsed_seconds = time.monotonic() - started
+    finally:
+        stalled.close()
+    assert cpu_request(pod) == "1"
+    assert not is_mutated(pod)
+    assert elapsed_seconds >= TIMEOUT_SECONDS - 0.5
+    assert elapsed_seconds < TIMEOUT_SECONDS + FAIL_OPEN_MARGIN_SECONDS

@@ -1,11 +1,13 @@
 """Overcommit rules: which CPU requests the webhook scales, and the JSON Patch it returns."""
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from temper.annotations import ORIGINAL_REQUESTS, OriginalRequests
+from webhook.limitranges import NO_LIMIT_RANGE, CpuLimitRange
 from webhook.mutation import InvalidPodError, escape_pointer_token, mutate_pod
 from webhook.settings import WebhookSettings
 
@@ -104,8 +106,14 @@ def pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
-def mutated(source: dict[str, Any], cpu_min_millicores: int | None = None) -> dict[str, Any]:
-    mutation = mutate_pod(source, SETTINGS, cpu_min_millicores)
+def mutated(
+    source: dict[str, Any],
+    cpu_min_millicores: int | None = None,
+    limit_range: CpuLimitRange = NO_LIMIT_RANGE,
+) -> dict[str, Any]:
+    if cpu_min_millicores is not None:
+        limit_range = CpuLimitRange(container_min_millicores=cpu_min_millicores)
+    mutation = mutate_pod(source, SETTINGS, limit_range)
     result: dict[str, Any] = apply_json_patch(source, mutation.patch)
     return result
 
@@ -391,3 +399,95 @@ def test_invalid_shape_raises(case: str, source: dict[str, Any]) -> None:
 def test_non_object_pod_raises() -> None:
     with pytest.raises(InvalidPodError):
         mutate_pod([], SETTINGS)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("case", "cpu_limit", "ratio", "expected"),
+    [
+        ("floor above scaled", "1200m", "1.5", "800m"),
+        ("floor below scaled", "1200m", "4", "600m"),
+        ("fractional ratio", "1700m", "2.5", "680m"),
+        ("floor at original", "1100m", "1.1", "1"),
+        ("original already beyond ratio", "3", "2", "1"),
+        ("no limit", None, "2", "600m"),
+    ],
+)
+def test_limit_range_ratio_floor(
+    case: str, cpu_limit: str | None, ratio: str, expected: str
+) -> None:
+    source = pod(container(cpu_request="1", cpu_limit=cpu_limit))
+    limit_range = CpuLimitRange(container_max_limit_request_ratio=Decimal(ratio))
+    assert cpu_request(mutated(source, limit_range=limit_range)) == expected, case
+
+
+def test_limit_range_larger_floor_wins() -> None:
+    source = pod(container(cpu_request="1", cpu_limit="1200m"))
+    limit_range = CpuLimitRange(
+        container_min_millicores=900, container_max_limit_request_ratio=Decimal("1.5")
+    )
+    assert cpu_request(mutated(source, limit_range=limit_range)) == "900m"
+
+
+def test_limit_range_floor_covers_init_containers() -> None:
+    source = pod(
+        container(cpu_request="1", cpu_limit="1200m"),
+        init=(
+            container("setup", cpu_request="1", cpu_limit="1200m"),
+            container("proxy", cpu_request="1", cpu_limit="1200m", restart_policy="Always"),
+        ),
+    )
+    limit_range = CpuLimitRange(
+        container_min_millicores=700, container_max_limit_request_ratio=Decimal("1.5")
+    )
+    result = mutated(source, limit_range=limit_range)
+    assert cpu_request(result, 0, "initContainers") == "800m"
+    assert cpu_request(result, 1, "initContainers") == "800m"
+    assert cpu_request(result) == "800m"
+
+
+def two_container_pod() -> dict[str, Any]:
+    # Requests add up to 2 (1200m once scaled by 0.6), limits to 4.
+    return pod(
+        container("a", cpu_request="1", cpu_limit="2"),
+        container("b", cpu_request="1", cpu_limit="2"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "limit_range", "reason"),
+    [
+        ("pod min", CpuLimitRange(pod_min_millicores=1500), "LimitRange Pod min 1500m"),
+        (
+            "pod ratio",
+            CpuLimitRange(pod_max_limit_request_ratio=Decimal(3)),
+            "LimitRange Pod maxLimitRequestRatio 3",
+        ),
+    ],
+)
+def test_limit_range_pod_constraint_skips_pod(
+    case: str, limit_range: CpuLimitRange, reason: str
+) -> None:
+    mutation = mutate_pod(two_container_pod(), SETTINGS, limit_range)
+    assert mutation.patch == [], case
+    assert mutation.skip_reason == reason, case
+    assert any(reason in warning for warning in mutation.warnings), case
+    assert all(len(warning) <= 120 for warning in mutation.warnings), case
+
+
+def test_limit_range_pod_constraint_met_scales() -> None:
+    limit_range = CpuLimitRange(pod_min_millicores=1200, pod_max_limit_request_ratio=Decimal("3.4"))
+    result = mutated(two_container_pod(), limit_range=limit_range)
+    assert cpu_request(result, 0) == "600m"
+    assert cpu_request(result, 1) == "600m"
+
+
+def test_limit_range_pod_total_counts_sidecars() -> None:
+    # Sum: app 1 + sidecar 1 = 2, scaled to 1200m; the pod minimum of 1200m holds only if
+    # the sidecar counts in the sum as LimitRanger counts it.
+    source = pod(
+        container(cpu_request="1"),
+        init=(container("proxy", cpu_request="1", restart_policy="Always"),),
+    )
+    result = mutated(source, limit_range=CpuLimitRange(pod_min_millicores=1200))
+    assert cpu_request(result) == "600m"
+    assert cpu_request(result, 0, "initContainers") == "600m"

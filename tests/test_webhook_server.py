@@ -16,6 +16,7 @@ from cryptography import x509
 from temper.errors import InvalidSettingsError
 from temper.tls import CertificateAuthority, KeyPair
 from webhook.certificates import ServingTls, build_serving_tls
+from webhook.limitranges import LimitRangeIndex
 from webhook.server import ListenError, WebhookServer
 from webhook.settings import WebhookSettings
 
@@ -394,3 +395,60 @@ async def test_port_in_use_raises_listen_error(webhook: Webhook) -> None:
     second = WebhookServer(settings, build_serving_tls(settings).context)
     with pytest.raises(ListenError, match=str(webhook.server.port)):
         await second.start()
+
+
+@pytest.fixture
+async def indexed_webhook() -> AsyncIterator[tuple[Webhook, LimitRangeIndex]]:
+    settings = WebhookSettings(port=0)
+    tls = build_serving_tls(settings)
+    assert tls.ca_bundle_pem is not None
+    index = LimitRangeIndex()
+    server = WebhookServer(settings, tls.context, index)
+    await server.start()
+    connector = aiohttp.TCPConnector(ssl=client_context(tls.ca_bundle_pem))
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"https://127.0.0.1:{server.port}", connector=connector
+        ) as session:
+            yield Webhook(server, session), index
+    finally:
+        await server.stop()
+
+
+async def test_unsynced_limit_ranges_allow_unchanged(
+    indexed_webhook: tuple[Webhook, LimitRangeIndex],
+) -> None:
+    webhook, _index = indexed_webhook
+    response = await webhook.admit(review())
+    assert response["allowed"] is True
+    assert "patch" not in response
+
+
+async def test_namespace_limit_range_clamps(
+    indexed_webhook: tuple[Webhook, LimitRangeIndex],
+) -> None:
+    webhook, index = indexed_webhook
+    index.observe(
+        "ADDED",
+        {
+            "metadata": {"name": "floor", "namespace": "team-a"},
+            "spec": {"limits": [{"type": "Container", "min": {"cpu": "700m"}}]},
+        },
+    )
+    index.synced = True
+    response = await webhook.admit(review())
+    assert decoded_patch(response)[0]["value"] == "700m"
+    other = await webhook.admit(review(namespace="team-b"))
+    assert decoded_patch(other)[0]["value"] == "600m"
+
+
+async def test_scaled_pod_logged_once_per_interval(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook.server")
+    for _attempt in range(3):
+        await webhook.admit(review())
+    records = [record for record in caplog.records if record.name == "webhook.server"]
+    assert [record.getMessage() for record in records] == ["pod CPU requests scaled"]
+    assert records[0].__dict__["uid"] == UID
+    assert records[0].__dict__["scaled_pods_not_logged"] == 0

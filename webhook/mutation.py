@@ -16,9 +16,14 @@ carries a request equal to that limit. The rules, checked in this order:
    a container without a CPU request, or whose request equals its limit, keeps it. A
    limits-only container arrives with a request defaulted from the limit, and the webhook
    cannot tell that from a request written equal to the limit, so both keep their request.
-7. Otherwise the request becomes ``ceil(request * factor)``, raised to the floor
-   (``min_cpu_millicores`` or the namespace's LimitRange minimum, whichever is larger), and
-   never above the original request. Limits and memory are never touched.
+7. Otherwise the request becomes ``ceil(request * factor)``, raised to the floor, and never
+   above the original request. The floor is the largest of ``min_cpu_millicores``, the
+   namespace's LimitRange ``min`` for type Container and, when a LimitRange sets
+   ``maxLimitRequestRatio`` for type Container, ``limit / ratio``. Limits and memory are never
+   touched.
+8. When the scaled pod would break a LimitRange constraint of type Pod (``min`` or
+   ``maxLimitRequestRatio`` on the pod's aggregate CPU), the whole pod is left unchanged,
+   because LimitRanger validates after the webhook and would reject the pod.
 
 When any request changes, the originals of every container go into the annotation
 ``temper.codes/original-requests``.
@@ -34,6 +39,13 @@ from temper.annotations import ORIGINAL_REQUESTS, OriginalRequests
 from temper.errors import InvalidQuantityError, TemperError
 from temper.quantity import cpu_millicores, format_cpu_millicores, parse_quantity
 from temper.tiers import SYSTEM_CLASSES, SYSTEM_PRIORITY_MIN, Tier, pod_tier
+from webhook.limitranges import (
+    NO_LIMIT_RANGE,
+    CpuLimitRange,
+    pod_cpu_total,
+    ratio_exceeded,
+    ratio_floor_millicores,
+)
 from webhook.settings import WebhookSettings
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -145,7 +157,11 @@ def _annotation_operation(pod: Mapping[str, Any], value: str) -> dict[str, Any]:
 
 
 def _scaled_millicores(
-    original: Any, limit: Any, factor: float, floor_millicores: int
+    original: Any,
+    limit: Any,
+    factor: float,
+    floor_millicores: int,
+    max_limit_request_ratio: Decimal | None,
 ) -> int | None:
     """Return the new request in millicores, or None when the request stays as it is.
 
@@ -153,6 +169,10 @@ def _scaled_millicores(
     """
     if limit is not None and parse_quantity(limit) == parse_quantity(original):
         return None
+    if limit is not None and max_limit_request_ratio is not None:
+        floor_millicores = max(
+            floor_millicores, ratio_floor_millicores(cpu_millicores(limit), max_limit_request_ratio)
+        )
     request = cpu_millicores(original)
     # Decimal keeps 1000 * 0.6 at exactly 600, where float arithmetic would round up to 601.
     target = max(math.ceil(Decimal(request) * Decimal(str(factor))), floor_millicores)
@@ -161,15 +181,65 @@ def _scaled_millicores(
     return target
 
 
+def _pod_constraint_violation(
+    entries: list[tuple[str, int, dict[str, Any]]],
+    scaled: Mapping[tuple[str, int], int],
+    limit_range: CpuLimitRange,
+) -> str | None:
+    """Return the LimitRange Pod constraint the scaled pod would break, or None.
+
+    ``scaled`` maps (container list, index) to the new request of each scaled container.
+    """
+    pod_min = limit_range.pod_min_millicores
+    pod_ratio = limit_range.pod_max_limit_request_ratio
+    if not pod_min and pod_ratio is None:
+        return None
+    requests: dict[str, list[tuple[int | None, bool]]] = {key: [] for key in CONTAINER_LISTS}
+    limits: dict[str, list[tuple[int | None, bool]]] = {key: [] for key in CONTAINER_LISTS}
+    try:
+        for list_key, index, container in entries:
+            container_requests, container_limits = _resource_lists(
+                container, f"spec.{list_key}[{index}]"
+            )
+            request = scaled.get((list_key, index))
+            if request is None and container_requests.get("cpu") is not None:
+                request = cpu_millicores(container_requests["cpu"])
+            limit = container_limits.get("cpu")
+            restartable = container.get("restartPolicy") == "Always"
+            requests[list_key].append((request, restartable))
+            limits[list_key].append((None if limit is None else cpu_millicores(limit), restartable))
+    except InvalidQuantityError:
+        # The API server rejects invalid quantities before admission, so only a hand-made
+        # AdmissionReview gets here, and the per-container warnings already report it.
+        return None
+    request_total = pod_cpu_total(
+        [value for value, _ in requests["containers"]], requests["initContainers"]
+    )
+    limit_total = pod_cpu_total(
+        [value for value, _ in limits["containers"]], limits["initContainers"]
+    )
+    if request_total is None:
+        return None
+    if pod_min and request_total < pod_min:
+        return f"min {format_cpu_millicores(pod_min)}"
+    if (
+        pod_ratio is not None
+        and limit_total is not None
+        and ratio_exceeded(limit_total, request_total, pod_ratio)
+    ):
+        return f"maxLimitRequestRatio {pod_ratio}"
+    return None
+
+
 def mutate_pod(
     pod: Mapping[str, Any],
     settings: WebhookSettings,
-    cpu_min_millicores: int | None = None,
+    limit_range: CpuLimitRange = NO_LIMIT_RANGE,
 ) -> Mutation:
     """Compute the JSON Patch that scales the pod's CPU requests by the module's rules.
 
-    ``cpu_min_millicores`` is the namespace's LimitRange minimum for container CPU, when the
-    caller knows it. Raises InvalidPodError when the pod does not have the shape of a Pod.
+    ``limit_range`` contains the CPU constraints of the pod's namespace. Raises InvalidPodError
+    when the pod does not have the shape of a Pod.
     """
     if not isinstance(pod, Mapping):
         raise InvalidPodError(f"the object is {type(pod).__name__}, expected a Pod object")
@@ -199,8 +269,9 @@ def mutate_pod(
     if not (pod_requests or pod_limits) and _is_guaranteed(located):
         return Mutation(skip_reason="Guaranteed QoS class", tier=tier)
 
-    floor_millicores = max(settings.min_cpu_millicores, cpu_min_millicores or 0)
+    floor_millicores = max(settings.min_cpu_millicores, limit_range.container_min_millicores)
     originals: dict[str, dict[str, str | None]] = {key: {} for key in CONTAINER_LISTS}
+    scaled_requests: dict[tuple[str, int], int] = {}
     patch: list[dict[str, Any]] = []
     warnings: list[str] = []
     for list_key, index, container in entries:
@@ -211,12 +282,19 @@ def mutate_pod(
         if original is None:
             continue
         try:
-            scaled = _scaled_millicores(original, limits.get("cpu"), factor, floor_millicores)
+            scaled = _scaled_millicores(
+                original,
+                limits.get("cpu"),
+                factor,
+                floor_millicores,
+                limit_range.container_max_limit_request_ratio,
+            )
         except InvalidQuantityError as error:
             warnings.append(f"temper overcommit left container {name} unchanged: {error}")
             continue
         if scaled is None:
             continue
+        scaled_requests[(list_key, index)] = scaled
         new_value = format_cpu_millicores(scaled)
         patch.append(
             {
@@ -230,6 +308,16 @@ def mutate_pod(
 
     if not patch:
         return Mutation(warnings=warnings, tier=tier)
+    violation = _pod_constraint_violation(entries, scaled_requests, limit_range)
+    if violation is not None:
+        return Mutation(
+            warnings=[
+                "temper overcommit skipped this pod: scaled CPU requests would break the "
+                f"LimitRange Pod {violation}"
+            ],
+            skip_reason=f"LimitRange Pod {violation}",
+            tier=tier,
+        )
     record = OriginalRequests(
         containers=originals["containers"], init_containers=originals["initContainers"]
     )

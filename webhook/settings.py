@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator
 
 from temper.service import ServiceSettings
+from temper.settings import Settings
 from temper.tiers import Tier
 
 # kube-apiserver v1.37 rejects request bodies above 3 MiB (MaxRequestBodyBytes in the
@@ -102,3 +103,30 @@ class WebhookSettings(ServiceSettings):
             Tier.LOW: self.low_factor,
             Tier.BACKGROUND: self.background_factor,
         }
+
+
+class RevertSettings(Settings):
+    """Options of ``temper webhook revert``.
+
+    Environment variables start with TEMPER_WEBHOOK_REVERT_.
+    """
+
+    kubeconfig: str | None = Field(
+        None,
+        description="Path of a kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in a "
+        "pod the service account)",
+    )
+    namespace: str | None = Field(None, description="Namespace whose mutated pods are listed")
+    all_namespaces: bool = Field(False, description="List mutated pods in every namespace")
+    apply: bool = Field(
+        False,
+        description="Resize the pods back to their original CPU requests and remove the "
+        "annotation; without it the command only lists what it would do",
+    )
+
+    @field_validator("all_namespaces")
+    @classmethod
+    def _check_scope(cls, all_namespaces: bool, info: ValidationInfo) -> bool:
+        if (info.data.get("namespace") is None) != all_namespaces:
+            raise ValueError("pass exactly one of --namespace NAME and --all-namespaces")
+        return all_namespaces

@@ -1,0 +1,316 @@
+"""Pod-create latency through a real kube-apiserver with and without the overcommit webhook.
+
+Starts a dedicated local control plane (etcd, kube-apiserver) in a temporary directory and
+``temper webhook`` as a subprocess that registers its MutatingWebhookConfiguration. The
+kube-scheduler is stopped and the pods name a scheduler that does not exist, so only the API
+server and the webhook work on them. Two namespaces take part: ``bench-webhook`` carries the
+opt-in label and ``bench-baseline`` does not, so both arms go through the same API server and
+the same configuration, and only the opted-in arm calls the webhook.
+
+Each round runs one batch per arm, alternating which arm goes first. A batch creates its pods
+one after another on one keep-alive HTTPS connection and times each POST from send to the
+end of the response. The pods are deleted between batches, outside the timed part. One
+unmeasured batch per arm warms up connections and caches first.
+
+Run from the repository root::
+
+    .venv/bin/python bench/webhook_latency.py --rounds 10 --batch 50
+
+It prints the machine, the load average before and after, and a Markdown table with p50 and
+p99 per arm and their ratios.
+"""
+
+import argparse
+import http.client
+import json
+import math
+import os
+import platform
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from temper.annotations import ORIGINAL_REQUESTS, OVERCOMMIT_ENABLED, OVERCOMMIT_LABEL
+from temper.controlplane import LocalControlPlane
+from temper.controlplane.process import free_port
+
+WEBHOOK_ARM = "webhook"
+BASELINE_ARM = "baseline"
+NAMESPACES = {WEBHOOK_ARM: "bench-webhook", BASELINE_ARM: "bench-baseline"}
+# No scheduler serves this name, so kube-scheduler would leave the pods alone even if it ran.
+SCHEDULER_NAME = "bench-unscheduled"
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class ApiConnection:
+    """One keep-alive HTTPS connection to the API server, authenticated as the admin."""
+
+    def __init__(self, plane: LocalControlPlane) -> None:
+        context = ssl.create_default_context(cafile=str(plane.ca_path))
+        context.load_cert_chain(str(plane.pki_dir / "admin.crt"), str(plane.pki_dir / "admin.key"))
+        self._connection = http.client.HTTPSConnection(
+            "127.0.0.1", plane.apiserver_port, context=context, timeout=30
+        )
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send one request and return the status and the decoded body."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        self._connection.request(method, path, body=data, headers=headers)
+        response = self._connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def pod_manifest(name: str) -> dict[str, Any]:
+    """Return a normal-tier pod with one container that the webhook scales from 1 CPU to 600m."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "schedulerName": SCHEDULER_NAME,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "registry.invalid/app:1",
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "64Mi"},
+                        "limits": {"cpu": "2", "memory": "64Mi"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def run_batch(
+    api: ApiConnection, arm: str, prefix: str, count: int, failed_open: list[str]
+) -> list[float]:
+    """Create ``count`` pods one after another; return each create's latency in seconds.
+
+    A webhook-arm pod that comes back unmutated means the API server's call to the webhook
+    failed and the pod was admitted unchanged (failurePolicy Ignore). Its name and latency go
+    into ``failed_open``, and its latency still counts.
+    """
+    namespace = NAMESPACES[arm]
+    latencies = []
+    for index in range(count):
+        name = f"{prefix}-{index}"
+        started = time.perf_counter()
+        status, body = api.request(
+            "POST", f"/api/v1/namespaces/{namespace}/pods", pod_manifest(name)
+        )
+        latency = time.perf_counter() - started
+        latencies.append(latency)
+        if status != 201:
+            raise RuntimeError(f"creating pod {name} in {namespace}: HTTP {status}")
+        mutated = ORIGINAL_REQUESTS in (body["metadata"].get("annotations") or {})
+        if mutated and arm == BASELINE_ARM:
+            raise RuntimeError(f"pod {name} in {namespace} was mutated without the opt-in label")
+        if not mutated and arm == WEBHOOK_ARM:
+            failed_open.append(f"{name} after {latency * 1000:.0f} ms")
+    return latencies
+
+
+def delete_pods(api: ApiConnection, arm: str) -> None:
+    """Delete every pod of the arm's namespace at once and wait until none is left."""
+    path = f"/api/v1/namespaces/{NAMESPACES[arm]}/pods"
+    status, _body = api.request("DELETE", f"{path}?gracePeriodSeconds=0")
+    if status != 200:
+        raise RuntimeError(f"deleting the pods of {NAMESPACES[arm]}: HTTP {status}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _status, listing = api.request("GET", f"{path}?limit=1")
+        if not listing["items"]:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"pods of {NAMESPACES[arm]} still present 30 s after deletion")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest value with ``fraction`` of values at or below."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def start_webhook(
+    plane: LocalControlPlane, workdir: Path, options: list[str]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``temper webhook`` with extra ``options`` and wait until it is ready."""
+    port = free_port()
+    log_path = workdir / "webhook.log"
+    command = [
+        sys.executable, "-m", "temper.cli", "webhook",
+        "--kubeconfig", str(plane.kubeconfig),
+        "--port", str(port),
+        "--register-webhook-url", f"https://127.0.0.1:{port}/mutate",
+        *options,
+    ]  # fmt: skip
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # only to poll readiness; the API server verifies
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"temper webhook exited early:\n{log_path.read_text()[-2000:]}")
+        try:
+            url = f"https://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=2, context=insecure) as response:
+                if response.status == 200:
+                    return process, log_path
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"temper webhook not ready:\n{log_path.read_text()[-2000:]}")
+
+
+def wait_for_webhook(api: ApiConnection) -> None:
+    """Wait until the API server sends opted-in pods to the webhook (dry-run creations)."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    path = f"/api/v1/namespaces/{NAMESPACES[WEBHOOK_ARM]}/pods?dryRun=All"
+    while time.monotonic() < deadline:
+        _status, body = api.request("POST", path, pod_manifest("probe"))
+        if ORIGINAL_REQUESTS in (body["metadata"].get("annotations") or {}):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the API server never called the webhook for the opted-in namespace")
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time all threads of a process have used, in seconds.
+
+    The first field of ``/proc/<pid>/task/<tid>/schedstat`` is the time on CPU in
+    nanoseconds, finer than the clock ticks of ``/proc/<pid>/stat``.
+    """
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total_ns += int((task / "schedstat").read_text().split()[0])
+    return total_ns / 1e9
+
+
+def print_failure_logs(workdir: Path, plane: LocalControlPlane) -> None:
+    """Print the webhook's log tail and the API server's last failed webhook calls."""
+    webhook_log = workdir / "webhook.log"
+    if webhook_log.exists():
+        print("--- webhook.log (last 40 lines)", file=sys.stderr)
+        print("\n".join(webhook_log.read_text().splitlines()[-40:]), file=sys.stderr)
+    apiserver_log = plane.log_dir / "kube-apiserver.log"
+    if apiserver_log.exists():
+        print("--- kube-apiserver.log, lines about webhooks", file=sys.stderr)
+        lines = apiserver_log.read_text(errors="replace").splitlines()
+        calls = [line for line in lines if "failed calling webhook" in line.lower()]
+        print("\n".join(calls[-20:]), file=sys.stderr)
+
+
+def machine_description() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} CPUs, {memory_gib:.0f} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="Rounds of one batch per arm")
+    parser.add_argument("--batch", type=int, default=50, help="Pods created per batch")
+    parser.add_argument(
+        "--webhook-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="Extra option for temper webhook, e.g. --webhook-option=--log-level=WARNING; "
+        "repeat for several",
+    )
+    args = parser.parse_args()
+
+    print(f"machine: {machine_description()}")
+    print(f"load average before: {load_average()}", flush=True)
+    samples: dict[str, list[float]] = {WEBHOOK_ARM: [], BASELINE_ARM: []}
+    failed_open: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="temper-bench-webhook-") as directory:
+        workdir = Path(directory)
+        plane = LocalControlPlane(workdir / "controlplane")
+        plane.start()
+        webhook: subprocess.Popen[bytes] | None = None
+        api: ApiConnection | None = None
+        try:
+            plane.stop_scheduler()
+            api = ApiConnection(plane)
+            for arm, namespace in NAMESPACES.items():
+                labels = {OVERCOMMIT_LABEL: OVERCOMMIT_ENABLED} if arm == WEBHOOK_ARM else {}
+                body = {"metadata": {"name": namespace, "labels": labels}}
+                status, _ = api.request("POST", "/api/v1/namespaces", body)
+                if status != 201:
+                    raise RuntimeError(f"creating namespace {namespace}: HTTP {status}")
+            webhook, _log_path = start_webhook(plane, workdir, args.webhook_option)
+            wait_for_webhook(api)
+
+            for arm in (WEBHOOK_ARM, BASELINE_ARM):
+                run_batch(api, arm, "warmup", args.batch, failed_open)
+                delete_pods(api, arm)
+            webhook_cpu_before = cpu_seconds(webhook.pid)
+            for round_index in range(args.rounds):
+                order = [WEBHOOK_ARM, BASELINE_ARM]
+                if round_index % 2:
+                    order.reverse()
+                for arm in order:
+                    samples[arm] += run_batch(api, arm, f"r{round_index}", args.batch, failed_open)
+                    delete_pods(api, arm)
+            webhook_cpu = cpu_seconds(webhook.pid) - webhook_cpu_before
+            if failed_open:
+                print_failure_logs(workdir, plane)
+        except RuntimeError:
+            print_failure_logs(workdir, plane)
+            raise
+        finally:
+            if api is not None:
+                api.close()
+            if webhook is not None:
+                webhook.terminate()
+                webhook.wait(timeout=30)
+            plane.stop()
+
+    print(f"load average after: {load_average()}\n")
+    print("| arm | creates | p50 ms | p99 ms | mean ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for arm in (BASELINE_ARM, WEBHOOK_ARM):
+        values = samples[arm]
+        print(
+            f"| {arm} | {len(values)} | {percentile(values, 0.50) * 1000:.2f} | "
+            f"{percentile(values, 0.99) * 1000:.2f} | {statistics.fmean(values) * 1000:.2f} | "
+            f"{max(values) * 1000:.2f} |"
+        )
+    p50_ratio = percentile(samples[WEBHOOK_ARM], 0.5) / percentile(samples[BASELINE_ARM], 0.5)
+    p99_ratio = percentile(samples[WEBHOOK_ARM], 0.99) / percentile(samples[BASELINE_ARM], 0.99)
+    print(f"\np50 ratio (webhook / baseline): {p50_ratio:.2f}")
+    print(f"p99 ratio (webhook / baseline): {p99_ratio:.2f} (target: at most 1.20)")
+    # Every create of the webhook arm is one admission call. Besides those, the process only
+    # keeps its idle LimitRange watch open.
+    per_call_us = webhook_cpu / len(samples[WEBHOOK_ARM]) * 1e6
+    print(f"webhook process CPU time per admission call: {per_call_us:.0f} us")
+    print(f"webhook-arm creates admitted unmutated (failed open): {len(failed_open)}")
+    for entry in failed_open:
+        print(f"  {entry}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
