@@ -1,0 +1,114 @@
+"""The colocation benchmark's machinery, run for a few seconds with a tiny ladder.
+
+This checks that a run produces well-formed results and cleans up after itself. It never
+asserts on latency values: the machine is shared, and the benchmark itself measures them.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cgrouphelpers import CPU_ROOT, is_root
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not is_root(), reason="creates cgroups: needs root"),
+    pytest.mark.skipif(not (CPU_ROOT / "cpu.idle").exists(), reason="needs cgroup v1 cpu.idle"),
+    pytest.mark.skipif(
+        shutil.which("memcached") is None, reason="needs memcached (scripts/setup.sh installs it)"
+    ),
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build the tools"),
+]
+
+ARMS = ["stock", "stockmode"]
+LADDER = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the benchmark briefly through its command line and return its results and paths."""
+    output_dir = tmp_path_factory.mktemp("colocation")
+    plot_path = output_dir / "plot.png"
+    command = [
+        sys.executable, "-m", "bench.colocation",
+        "--arms", ",".join(ARMS),
+        "--ladder", ",".join(str(step) for step in LADDER),
+        "--repetitions", "1",
+        "--warmup-seconds", "0.5",
+        "--measure-seconds", "1",
+        "--rate", "2000",
+        "--output-dir", str(output_dir),
+        "--plot", str(plot_path),
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    record: dict[str, Any] = json.loads((output_dir / "results.json").read_text())
+    return {"record": record, "plot": plot_path, "stdout": completed.stdout}
+
+
+def test_smoke_every_arm_ran_every_step(run: dict[str, Any]) -> None:
+    cells = {(cell["arm"], cell["fillers"]) for cell in run["record"]["cells"]}
+    assert cells == {(arm, step) for arm in ARMS for step in LADDER}
+
+
+def test_smoke_latencies_recorded(run: dict[str, Any]) -> None:
+    for cell in run["record"]["cells"]:
+        loadgen = cell["loadgen"]
+        assert loadgen["recorded"] > 0, cell
+        assert loadgen["recorded"] == loadgen["sent_measured"], cell
+        assert loadgen["errors"] == 0, cell
+        assert cell["latency_us"]["p99"] is not None, cell
+        assert cell["lateness_us"]["p99"] is not None, cell
+
+
+def test_smoke_fillers_did_work(run: dict[str, Any]) -> None:
+    for cell in run["record"]["cells"]:
+        if cell["fillers"] > 0:
+            assert cell["filler_iterations_per_second"] > 0, cell
+
+
+def test_smoke_stockmode_set_cpu_idle(run: dict[str, Any]) -> None:
+    cells = [c for c in run["record"]["cells"] if c["arm"] == "stockmode" and c["fillers"] == 1]
+    assert cells[0]["arm_facts"]["pods_with_cpu_idle"] == 1
+
+
+def test_smoke_rows_and_ratios(run: dict[str, Any]) -> None:
+    rows = run["record"]["rows"]
+    assert {(row["arm"], row["fillers"]) for row in rows} == {
+        (arm, step) for arm in ARMS for step in LADDER
+    }
+    for row in rows:
+        assert row["p99_growth"] is not None, row
+        if row["fillers"] > 0:
+            assert row["filler_throughput_ratio_to_stock"] is not None, row
+
+
+def test_smoke_writes_table_and_plot(run: dict[str, Any]) -> None:
+    assert run["plot"].read_bytes().startswith(b"\x89PNG")
+    assert "| arm | fillers |" in run["stdout"]
+
+
+def test_smoke_cleans_up_cgroups(run: dict[str, Any]) -> None:
+    record = run["record"]
+    paths = [record["testbed"]["memcached_cgroup"], record["testbed"]["loadgen_cgroup"]]
+    for cell in record["cells"]:
+        paths += cell["filler_cgroups"]
+    assert len(paths) == 2 + sum(LADDER) * len(ARMS)
+    for path in paths:
+        assert not Path(path).exists(), path
+
+
+def test_smoke_stops_memcached(run: dict[str, Any]) -> None:
+    pid = run["record"]["testbed"]["memcached_pid"]
+    assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    assert not cmdline.exists() or b"memcached" not in cmdline.read_bytes()
