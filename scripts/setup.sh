@@ -9,8 +9,20 @@ cd "$repo"
 echo "== Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# python3-bpfcc: BCC for the BPF observation programs; python3-venv: the virtualenv.
-apt-get install -y -q --no-install-recommends python3-bpfcc python3-venv >/dev/null
+# python3-bpfcc: BCC for the BPF observation programs; python3-venv: the virtualenv;
+# linux-headers-<arch>: headers BCC compiles those programs against. They read only tracepoint
+# arguments, so Debian's headers serve any running kernel (the agent merges the split halves).
+# memcached: the latency-critical service of the colocation benchmark and its smoke test.
+apt-get install -y -q --no-install-recommends python3-bpfcc python3-venv memcached \
+  "linux-headers-$(dpkg --print-architecture)" >/dev/null
+# The Debian package starts a system memcached on port 11211; the benchmark starts its own.
+systemctl disable --now memcached >/dev/null 2>&1 || true
+
+echo "== tracefs (BCC tracepoints, /trace captures)"
+if [ ! -d /sys/kernel/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing ||
+    echo "warning: cannot mount tracefs; BPF observation and trace tests will fail" >&2
+fi
 
 echo "== Python virtualenv (.venv)"
 python=${PYTHON:-python3}
