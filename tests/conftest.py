@@ -1,5 +1,6 @@
 """Shared fixtures: a real control plane (etcd, kube-apiserver, kube-scheduler) per session."""
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FAILED_LOG_DIR = REPO_ROOT / "test-logs"
 
 _failures: list[str] = []
+
+# The VM tests boot Debian's sched_ext kernel under QEMU's emulation, which takes several
+# minutes per session; they run only with TEMPER_VM_TESTS=1 (see README.md).
+collect_ignore = [] if os.environ.get("TEMPER_VM_TESTS") == "1" else ["vm"]
 
 
 @pytest.hookimpl(wrapper=True)
