@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 
 from temper.controlplane import node_manifest
+from temper.tiers import priority_class_manifests
 
 T = TypeVar("T")
 
@@ -70,3 +71,14 @@ def bound_node(core: k8s.CoreV1Api, namespace: str, name: str) -> str | None:
     pod = core.read_namespaced_pod(name, namespace)
     node: str | None = pod.spec.node_name
     return node
+
+
+def ensure_priority_classes(api_client: k8s.ApiClient) -> None:
+    """Create the five Temper PriorityClasses, keeping any that already exist."""
+    scheduling = k8s.SchedulingV1Api(api_client)
+    for manifest in priority_class_manifests():
+        try:
+            scheduling.create_priority_class(manifest)
+        except k8s.ApiException as error:
+            if error.status != 409:
+                raise

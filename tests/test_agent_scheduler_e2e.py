@@ -17,23 +17,22 @@ from kubernetes import client as k8s
 
 from temper.annotations import SAFE_MODE_REQUESTED, SCHEDULER
 from temper.controlplane import LocalControlPlane
-from temper.tiers import priority_class_manifests
 from tests.agentproc import agent_log_contains, running_agent
 from tests.fakes.sysfs import FAKE_SCX_LAYERED, make_fake_cgroup2_root, make_fake_sysfs
-from tests.kubehelpers import create_nodes, delete_nodes, pod_manifest, wait_for
+from tests.kubehelpers import (
+    create_nodes,
+    delete_nodes,
+    ensure_priority_classes,
+    pod_manifest,
+    wait_for,
+)
 
 pytestmark = pytest.mark.controlplane
 
 
 @pytest.fixture(scope="module", autouse=True)
 def priority_classes(api_client: k8s.ApiClient) -> None:
-    scheduling = k8s.SchedulingV1Api(api_client)
-    for manifest in priority_class_manifests():
-        try:
-            scheduling.create_priority_class(manifest)
-        except k8s.ApiException as error:
-            if error.status != 409:
-                raise
+    ensure_priority_classes(api_client)
 
 
 @pytest.fixture

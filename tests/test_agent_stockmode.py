@@ -13,7 +13,7 @@ from agent.settings import CgroupDriver
 from agent.stockmode import StockKernelMode
 from temper.annotations import SCHEDULER
 from temper.controlplane import LocalControlPlane
-from temper.tiers import Tier, priority_class_manifests
+from temper.tiers import Tier
 from tests.agentproc import running_agent
 from tests.cgrouphelpers import (
     CPU_ROOT,
@@ -23,7 +23,13 @@ from tests.cgrouphelpers import (
     mean_runq_delay_us,
     stop_all,
 )
-from tests.kubehelpers import create_nodes, delete_nodes, pod_manifest, wait_for
+from tests.kubehelpers import (
+    create_nodes,
+    delete_nodes,
+    ensure_priority_classes,
+    pod_manifest,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -84,13 +90,7 @@ def test_agent_stock_mode_cuts_runq_delay(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    scheduling = k8s.SchedulingV1Api(api_client)
-    for manifest in priority_class_manifests():
-        try:
-            scheduling.create_priority_class(manifest)
-        except k8s.ApiException as error:
-            if error.status != 409:
-                raise
+    ensure_priority_classes(api_client)
     node = f"stock-{uuid.uuid4().hex[:6]}"
     create_nodes(core_api, [node], cpu=str(os.cpu_count()))
     uids = {}
