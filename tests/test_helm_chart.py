@@ -290,8 +290,9 @@ def test_api_server_accepts_every_object(
 def test_defaults_are_complement_mode(helm: Helm) -> None:
     objects = helm.render([])
     components = {item["metadata"]["labels"]["app.kubernetes.io/component"] for item in objects}
-    assert components == {"agent", "priority-classes"}
+    assert components == {"agent", "priority-classes", "dashboards"}
     assert {item["kind"] for item in objects} == {
+        "ConfigMap",
         "PriorityClass",
         "ServiceAccount",
         "ClusterRole",
@@ -440,7 +441,7 @@ def test_scheduler_image_follows_cluster_version(helm: Helm) -> None:
 
 def test_scheduler_config_points_at_extender(helm: Helm) -> None:
     objects = helm.render(["extender.enabled=true", "extender.weight=7"])
-    config = yaml.safe_load(only(objects, "ConfigMap")["data"]["config.yaml"])
+    config = yaml.safe_load(only(objects, "ConfigMap", "temper-scheduler")["data"]["config.yaml"])
     assert config["profiles"] == [{"schedulerName": "temper-scheduler"}]
     assert config["leaderElection"]["leaderElect"] is True
     [extender] = config["extenders"]
