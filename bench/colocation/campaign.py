@@ -90,7 +90,7 @@ def calibrate(
     probe that is not sustained: under 97% of its requests completed in the window, or a p99
     above ten times the lowest p99 of the sweep and above 2 ms. When memcached never
     reaches the target before the generator stops keeping up (or ``max_rate``), the highest
-    sustained rate is used and the calibration says so in its note.
+    sustained rate is used and the calibration records that in its note.
     """
     points: list[CalibrationPoint] = []
     rate = start_rate
@@ -195,7 +195,7 @@ def run_ladder(
 ) -> Campaign:
     """Run every arm at every ladder step, ``repetitions`` times, arms alternating within a step.
 
-    Stops starting cells once ``time.monotonic()`` passes ``deadline``. ``on_cell`` sees each
+    Stops starting cells once ``time.monotonic()`` passes ``deadline``. ``on_cell`` receives each
     cell as soon as it is done, so that a crash keeps what was measured before it.
     """
     campaign = Campaign()

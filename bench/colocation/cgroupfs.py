@@ -69,7 +69,7 @@ class PodSpec:
         return (self.uid.replace("-", "") * 2)[:64]
 
     def pod_info(self) -> PodInfo:
-        """The agent's view of this pod."""
+        """Return the agent's view of this pod."""
         return PodInfo(
             key=f"bench/{self.name}",
             uid=self.uid,

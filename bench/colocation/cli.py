@@ -220,7 +220,7 @@ def build_arms(names: list[str], layout: CgroupLayout, state_dir: Path, args: An
 
 
 def target_verdicts(rows: list[Any]) -> list[str]:
-    """One line per enforcing arm: worst p99 growth and lowest batch share against the targets."""
+    """Compare each arm's worst p99 growth and lowest batch share with the targets."""
     lines = []
     for arm in dict.fromkeys(r.arm for r in rows):
         mine = [r for r in rows if r.arm == arm and r.fillers > 0]

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def cpu_model() -> str:
-    """The first ``model name`` of ``/proc/cpuinfo``."""
+    """Return the first ``model name`` of ``/proc/cpuinfo``."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -32,13 +32,13 @@ def memory_gib() -> float | None:
 
 
 def load_average() -> tuple[float, float, float]:
-    """The 1-, 5- and 15-minute load averages."""
+    """Return the 1-, 5- and 15-minute load averages."""
     one, five, fifteen = os.getloadavg()
     return round(one, 2), round(five, 2), round(fifteen, 2)
 
 
 def free_output() -> str:
-    """What ``free -g`` prints, or an empty string where it is missing."""
+    """Return the output of ``free -g``, or an empty string where it is missing."""
     try:
         completed = subprocess.run(["free", "-g"], capture_output=True, text=True, check=False)
     except OSError:

@@ -129,7 +129,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """The results as a Markdown table, one line per arm and ladder step."""
+    """Format the results as a Markdown table, one line per arm and ladder step."""
     header = (
         "| arm | fillers | p50 us | p99 us | p99.9 us | p99 per rep: median (min-max) us | "
         "p99 growth | batch Mit/s | batch vs stock | memcached cores | CPU busy | "
@@ -220,7 +220,7 @@ def rows_from_cell_summaries(cells: list[dict[str, Any]]) -> list[Row]:
 
 
 def plot_title(record: dict[str, Any]) -> str:
-    """The plot's title: rate, machine and date, and the emulation label for a VM run."""
+    """Return the plot's title: rate, machine, date, and the emulation label of a VM run."""
     machine = record["machine"]
     label = " (EMULATED: QEMU TCG guest)" if record["emulated"] else ""
     return (

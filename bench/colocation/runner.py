@@ -45,7 +45,7 @@ NanosecondArray = npt.NDArray[np.uint64]
 
 @dataclass(frozen=True)
 class Workload:
-    """What the load generator sends and how the pods are sized."""
+    """Request mix of the load generator and CPU sizes of the pods."""
 
     connections: int = 8
     keys: int = 10_000
@@ -71,7 +71,7 @@ class Window:
 
 @dataclass
 class CellResult:
-    """What one cell measured, with its latency arrays kept in memory for pooling."""
+    """Measurements of one cell, with its latency arrays kept in memory for pooling."""
 
     arm: str
     fillers: int
@@ -161,7 +161,8 @@ class Testbed:
     def start(self, native_dir: Path | None = None) -> None:
         """Build the tools, add the critical pods and start memcached with its keys.
 
-        ``native_dir``, when given, holds tools built earlier (the VM run builds them on the host).
+        ``native_dir``, when given, contains tools built earlier (the VM run builds them on the
+        host).
         """
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if native_dir is not None:
@@ -201,7 +202,7 @@ class Testbed:
         )
 
     def describe(self) -> dict[str, Any]:
-        """The critical pods' cgroups and memcached's PID and port, for the record."""
+        """Return the critical pods' cgroups and memcached's PID and port, for the record."""
         return {
             "memcached_pid": None if self.memcached is None else self.memcached.pid,
             "memcached_port": self.port,

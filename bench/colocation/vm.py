@@ -1,7 +1,7 @@
 """Run the benchmark inside the sched_ext VM that ``scripts/vm-rig.sh`` prepares.
 
 The host builds the native tools, writes a launcher into the output directory, which the
-guest sees read-write over 9p, and boots the rig's kernel with virtme-ng (``vng``) under
+guest mounts read-write over 9p, and boots the rig's kernel with virtme-ng (``vng``) under
 QEMU's emulator, as ``tests/vm/rig.py`` does for the VM tests. The guest runs this package
 with ``--inside-vm`` and writes its results into that directory. Latencies measured under
 emulation are only comparable between arms of the same VM run, never with the host.
@@ -22,7 +22,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def load_rig() -> Rig:
-    """The prepared rig, or a BenchmarkError that names the script preparing it."""
+    """Load the prepared rig, or raise a BenchmarkError that names the script preparing it."""
     rig = Rig.load(cache_dir())
     if rig is None:
         raise BenchmarkError(f"the sched_ext VM rig in {cache_dir()} is missing: run {RIG_SCRIPT}")
