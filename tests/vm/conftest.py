@@ -25,9 +25,10 @@ from tests.vm.rig import RIG_SCRIPT, VM_CPUS, Check, Rig, VmError, VmRun, cache_
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 GOLDEN_CONFIGS = sorted(path.stem for path in GOLDEN_DIR.glob("*.json"))
 LAYOUT = CgroupLayout(Path("/sys/fs/cgroup"), CgroupVersion.V2, CgroupDriver.SYSTEMD)
-# One boot with all checks took 6.5 minutes on a shared 2-core machine, because each
-# scx_layered attach spends 15-50 s loading its BPF programs under emulation. The limit
-# leaves room for a busier machine and keeps the VM part within a 15-minute CI budget.
+# One boot with 11 golden configs took 6.5 to 7 minutes on a shared 2-core machine, because
+# each scx_layered attach spends 10-50 s loading its BPF programs under emulation, so every
+# further golden config adds about 30 s. The limit leaves room for a busier machine and keeps
+# the VM part within a 15-minute CI budget.
 VM_TIMEOUT_SECONDS = 840.0
 # Another test session's VM on the same machine runs to the end before this one boots.
 VM_LOCK_TIMEOUT_SECONDS = 900.0

@@ -77,7 +77,7 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process, from ``/proc/<pid>/stat``."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of proc(5); fields[0] here is field 3 (state).
+    # utime and stime are fields 14 and 15 of proc(5), and fields[0] here is field 3 (state).
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 

@@ -53,7 +53,10 @@ def test_kernel_has_btf(vm_run: VmRun) -> None:
 def test_golden_config_attaches(vm_run: VmRun, golden: str) -> None:
     attach = observed(vm_run, f"attach:{golden}")
     log = f"scx_layered log (tail):\n{attach['log']}"
-    assert attach["attached"], f"scx_layered did not attach with {golden}.json\n{log}"
+    exit_code = attach["exit_code_before_attach"]
+    outcome = "was still loading" if exit_code is None else f"exited with code {exit_code}"
+    reason = f"{outcome} after {attach['attach_seconds']} s"
+    assert attach["attached"], f"scx_layered did not attach with {golden}.json: {reason}\n{log}"
     assert attach["ops"].startswith("layered"), log
     assert attach["exit_code"] == 0, f"SIGTERM exit code {attach['exit_code']}\n{log}"
     assert attach["state_after"] == "disabled", log
