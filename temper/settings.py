@@ -49,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[Settings]) -> Non
     """Add one option per settings field; help text is the field's description."""
     for name, info in model.model_fields.items():
         field_type = _scalar_type(info.annotation)
-        default = info.default
+        default = info.get_default(call_default_factory=True)
         help_text = info.description or name
-        if default is not None and not isinstance(default, list | tuple | dict):
+        if info.is_required():
+            help_text += " (required)"
+        elif default is not None and not isinstance(default, list | tuple | dict):
             shown = default.value if isinstance(default, Enum) else default
             help_text += f" (default: {shown})"
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}

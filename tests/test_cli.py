@@ -34,6 +34,7 @@ def test_subcommand_help_describes_options(subcommand: str) -> None:
     assert sub.description
     for action in options:
         assert action.help, f"{subcommand} {action.option_strings} has no help text"
+        assert "PydanticUndefined" not in action.help, f"{subcommand} {action.option_strings}"
     # Every option whose value has a unit carries it in its name.
     for action in options:
         flag = action.option_strings[0]
@@ -48,3 +49,10 @@ def test_invalid_setting_names_field_and_value(capsys: pytest.CaptureFixture[str
     assert "publish_interval_seconds" in error
     assert "0.01" in error
     assert "TEMPER_AGENT_PUBLISH_INTERVAL_SECONDS" in error
+
+
+def test_required_setting_marked_in_help() -> None:
+    result = run_temper("agent", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "spec.nodeName from the downward API) (required)" in text
