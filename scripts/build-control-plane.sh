@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build etcd, kube-apiserver, kube-scheduler and helm from the Go module proxy into a
-# versioned cache directory outside the repository, and reuse them when present.
+# Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager and helm from the Go
+# module proxy into a versioned cache directory outside the repository, and reuse them when
+# present.
 #
 # Usage: scripts/build-control-plane.sh [--print-dir]
 #   --print-dir  print the binary directory and exit 0 if every binary is cached.
@@ -18,7 +19,7 @@ HELM_VERSION=v4.3.2
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${TEMPER_CACHE_DIR:-$HOME/.cache/temper}
 bin_dir=$cache/controlplane/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin
-binaries=(etcd kube-apiserver kube-scheduler helm)
+binaries=(etcd kube-apiserver kube-scheduler kube-controller-manager helm)
 
 all_cached() {
   local name
@@ -77,6 +78,8 @@ k8s_version_flags() {
 build_one etcd etcd go.etcd.io/etcd/server/v3
 build_one kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_version_flags)"
 build_one kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$(k8s_version_flags)"
+build_one kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager \
+  "$(k8s_version_flags)"
 build_one helm helm helm.sh/helm/v4/cmd/helm "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 
 echo "$bin_dir"

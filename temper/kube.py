@@ -147,6 +147,18 @@ class KubeClient:
         decoded: JsonObject = orjson.loads(raw) if raw else {}
         return decoded
 
+    async def stream(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        """GET ``path`` and return the open response, to read a long body (logs) in chunks.
+
+        Errors are raised as in :meth:`request`; the caller must release the response.
+        """
+        return await self._send("GET", path, params=params, timeout_seconds=timeout_seconds)
+
     async def get(self, path: str, params: Mapping[str, Any] | None = None) -> JsonObject:
         """GET ``path`` and return the JSON body."""
         return await self.request("GET", path, params=params)

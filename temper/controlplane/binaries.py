@@ -27,11 +27,12 @@ def default_bin_dir() -> Path:
 
 @dataclass(frozen=True)
 class Binaries:
-    """Paths of the four executables."""
+    """Paths of the five executables."""
 
     etcd: Path
     kube_apiserver: Path
     kube_scheduler: Path
+    kube_controller_manager: Path
     helm: Path
 
 
@@ -42,6 +43,7 @@ def find_binaries(bin_dir: Path | None = None) -> Binaries:
         etcd=directory / "etcd",
         kube_apiserver=directory / "kube-apiserver",
         kube_scheduler=directory / "kube-scheduler",
+        kube_controller_manager=directory / "kube-controller-manager",
         helm=directory / "helm",
     )
     missing = [str(path) for path in vars(binaries).values() if not os.access(path, os.X_OK)]

@@ -1,4 +1,5 @@
-"""Start etcd, kube-apiserver and kube-scheduler on loopback, and stop them in reverse order."""
+"""Start etcd, kube-apiserver, kube-scheduler and, on request, kube-controller-manager on
+loopback, and stop them in reverse order."""
 
 import logging
 import shutil
@@ -83,8 +84,9 @@ def _wait_for_url(
 class LocalControlPlane:
     """etcd, kube-apiserver (TLS, RBAC, client certificates) and kube-scheduler on 127.0.0.1.
 
-    Nodes are plain API objects (no kubelets, no kube-controller-manager), so pods bound to
-    them must be deleted with a grace period of 0.
+    Nodes are plain API objects (no kubelets), so pods bound to them must be deleted with a
+    grace period of 0. kube-controller-manager runs only when a caller starts it with the
+    controllers it needs (``start_controller_manager``).
     """
 
     def __init__(self, workdir: Path, binaries: Binaries | None = None) -> None:
@@ -98,6 +100,7 @@ class LocalControlPlane:
         self._schedulers: dict[str, tuple[ManagedProcess, int]] = {}
         self._etcd: ManagedProcess | None = None
         self._apiserver: ManagedProcess | None = None
+        self._controller_manager: ManagedProcess | None = None
 
     @property
     def server(self) -> str:
@@ -117,7 +120,12 @@ class LocalControlPlane:
     @property
     def processes(self) -> list[ManagedProcess]:
         """The running processes, in start order."""
-        started = [self._etcd, self._apiserver, *(p for p, _ in self._schedulers.values())]
+        started = [
+            self._etcd,
+            self._apiserver,
+            *(p for p, _ in self._schedulers.values()),
+            self._controller_manager,
+        ]
         return [p for p in started if p is not None]
 
     @property
@@ -308,8 +316,54 @@ class LocalControlPlane:
             if entry is not None:
                 entry[0].stop()
 
+    def start_controller_manager(
+        self, controllers: Sequence[str], timeout_seconds: float = 60.0
+    ) -> None:
+        """(Re)start kube-controller-manager running only ``controllers``.
+
+        Names are those of ``kube-controller-manager --controllers``, for example
+        ``deployment-controller`` or ``disruption-controller``. Controllers that create pods
+        (replicaset, daemonset, statefulset) put them on the test's Node objects, where no
+        kubelet runs them: start only what a test needs, and stop it afterwards.
+        """
+        if not controllers:
+            raise ControlPlaneError(
+                "start_controller_manager needs at least one controller name, for example "
+                "disruption-controller"
+            )
+        self.stop_controller_manager()
+        port = free_port()
+        process = ManagedProcess(
+            "kube-controller-manager",
+            [
+                str(self.binaries.kube_controller_manager),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--controllers={','.join(controllers)}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            ],
+            self.log_dir / "kube-controller-manager.log",
+        )
+        self._controller_manager = process
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # self-signed in-memory certificate
+        _wait_for_url(f"https://127.0.0.1:{port}/healthz", process, timeout_seconds, insecure)
+        log.info("kube-controller-manager ready", extra={"controllers": list(controllers)})
+
+    def stop_controller_manager(self) -> None:
+        """Stop kube-controller-manager if it runs."""
+        if self._controller_manager is not None:
+            self._controller_manager.stop()
+            self._controller_manager = None
+
     def stop(self) -> None:
-        """Stop the schedulers, kube-apiserver and etcd, then remove etcd's data."""
+        """Stop the controller manager, the schedulers, kube-apiserver and etcd, then remove
+        etcd's data."""
+        self.stop_controller_manager()
         self.stop_scheduler()
         for process in (self._apiserver, self._etcd):
             if process is not None:

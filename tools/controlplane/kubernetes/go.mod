@@ -1,5 +1,5 @@
-// Wrapper module: builds kube-apiserver and kube-scheduler from the published
-// k8s.io/kubernetes module. Each staging module is pinned to its published v0.37.2
+// Wrapper module: builds kube-apiserver, kube-scheduler and kube-controller-manager from
+// the published k8s.io/kubernetes module. Each staging module is pinned to its published v0.37.2
 // because k8s.io/kubernetes requires them at v0.0.0 with local replace lines.
 module temper.codes/tools/controlplane/kubernetes
 
