@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plane import actions, views
+from plane import actions, explorer_routes, hub_api, hub_service, savings_api, views
 from plane.cache import ClusterCache
 from plane.routes import Parameter, Route, RouteRegistry, error_response
 from plane.schemas import (
@@ -24,6 +24,7 @@ from plane.schemas import (
 )
 from plane.settings import PlaneSettings
 from plane.store import Role, Store, audit_jsonl
+from plane.ui import install_ui
 from temper.errors import KubernetesError
 from temper.kube import KubeClient
 
@@ -154,10 +155,13 @@ async def uncordon_node(request: web.Request) -> web.Response:
     return await _set_unschedulable(request, False)
 
 
-async def _drain_grace_period(request: web.Request) -> int | None:
-    default = request.app[SETTINGS_KEY].eviction_grace_period_seconds
+async def _drain_options(request: web.Request) -> tuple[int | None, float]:
+    """The grace period and timeout of a drain, from the body or the settings."""
+    settings = request.app[SETTINGS_KEY]
+    grace: Any = settings.eviction_grace_period_seconds
+    timeout: Any = settings.drain_timeout_seconds
     if not request.can_read_body:
-        return default
+        return grace, timeout
     try:
         body: Any = await request.json()
     except json.JSONDecodeError as error:
@@ -165,31 +169,44 @@ async def _drain_grace_period(request: web.Request) -> int | None:
             text=json.dumps({"error": f"request body is not valid JSON: {error}"}),
             content_type="application/json",
         ) from error
-    valid_keys = {"gracePeriodSeconds"}
-    grace = body.get("gracePeriodSeconds", default) if isinstance(body, dict) else None
-    if (
-        not isinstance(body, dict)
-        or set(body) - valid_keys
-        or not (grace is None or (isinstance(grace, int) and not isinstance(grace, bool)))
-        or (grace is not None and not 0 <= grace <= 86400)
-    ):
+    valid = isinstance(body, dict) and not set(body) - {"gracePeriodSeconds", "timeoutSeconds"}
+    if valid:
+        grace = body.get("gracePeriodSeconds", grace)
+        timeout = body.get("timeoutSeconds", timeout)
+        grace_valid = grace is None or (
+            isinstance(grace, int) and not isinstance(grace, bool) and 0 <= grace <= 86400
+        )
+        timeout_valid = (
+            isinstance(timeout, int | float)
+            and not isinstance(timeout, bool)
+            and 0 <= timeout <= 3600
+        )
+        valid = grace_valid and timeout_valid
+    if not valid:
         raise web.HTTPBadRequest(
             text=json.dumps(
                 {
                     "error": f"invalid drain request {str(body)[:200]}; expected an object "
-                    "with an optional integer gracePeriodSeconds between 0 and 86400"
+                    "with an optional integer gracePeriodSeconds between 0 and 86400 and an "
+                    "optional number timeoutSeconds between 0 and 3600"
                 }
             ),
             content_type="application/json",
         )
-    return grace
+    return grace, float(timeout)
 
 
 async def drain_node(request: web.Request) -> web.Response:
     name = _name_parameter(request, "node")
-    grace = await _drain_grace_period(request)
+    grace, timeout = await _drain_options(request)
     try:
-        result = await actions.drain(request.app[CLIENT_KEY], name, grace)
+        result = await actions.drain(
+            request.app[CLIENT_KEY],
+            name,
+            grace,
+            timeout_seconds=timeout,
+            retry_interval_seconds=request.app[SETTINGS_KEY].drain_retry_interval_seconds,
+        )
     except KubernetesError as error:
         return _kube_error(error, f"node {name}")
     return web.json_response({"node": name, **result})
@@ -267,11 +284,13 @@ def build_registry() -> RouteRegistry:
         Route("POST", "/nodes/{node}/uncordon", "uncordonNode", "Mark a Node schedulable",
               operator, uncordon_node, ACTION_RESULT_SCHEMA, (NODE_PARAMETER,)),
         Route("POST", "/nodes/{node}/drain", "drainNode",
-              "Cordon a Node and evict its pods once, honouring PodDisruptionBudgets",
+              "Cordon a Node and evict its pods, honouring PodDisruptionBudgets",
               operator, drain_node, DRAIN_RESULT_SCHEMA, (NODE_PARAMETER,),
               request_schema=DRAIN_REQUEST_SCHEMA,
-              description="Mirror and DaemonSet pods are skipped. Pods a "
-              "PodDisruptionBudget protects are listed under blocked and not retried."),
+              description="Mirror and DaemonSet pods are skipped. Evictions a "
+              "PodDisruptionBudget blocks (HTTP 429) are retried until timeoutSeconds, then "
+              "the drain waits for the evicted pods to go; pods still blocked are listed "
+              "under blocked and complete is false."),
         Route("PUT", "/nodes/{node}/safe-mode", "requestNodeSafeMode",
               "Request safe mode on a Node", operator, request_node_safe_mode,
               ACTION_RESULT_SCHEMA, (NODE_PARAMETER,)),
@@ -291,6 +310,9 @@ def build_registry() -> RouteRegistry:
               response_media_type="application/x-ndjson"),
     ):  # fmt: skip
         registry.add(route)
+    savings_api.declare_routes(registry)
+    explorer_routes.declare_routes(registry)
+    hub_api.declare_routes(registry)
     return registry
 
 
@@ -313,5 +335,9 @@ def build_app(
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
     registry.install(app, store)
+    savings_api.setup(app, client, settings)
+    explorer_routes.setup(app, client, cache, settings)
+    hub_service.setup(app, settings, cache)
     app.router.add_get("/healthz", healthz)
+    install_ui(app)
     return app

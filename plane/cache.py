@@ -1,11 +1,15 @@
 """Watch-fed copies of the Nodes, Pods and the safe-mode Namespace for the read endpoints."""
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from temper.annotations import is_safe_mode_requested
 from temper.kube import JsonObject, KubeClient, Reflector
 from temper.tasks import TaskOwner
+
+# Called with the kind ("nodes" or "pods"), the watch event type and the slimmed object.
+ChangeListener = Callable[[str, str, JsonObject], None]
 
 # Pod fields the read endpoints use; the rest is dropped to keep the cache small.
 _POD_SPEC_FIELDS = ("nodeName", "priorityClassName", "priority", "containers")
@@ -51,8 +55,21 @@ class ClusterCache:
     """Reflectors over Nodes, Pods and the safe-mode Namespace; handlers read their stores."""
 
     def __init__(self, client: KubeClient, safe_mode_namespace: str) -> None:
-        self.nodes = Reflector(client, "/api/v1/nodes", name="plane-nodes", transform=_slim_node)
-        self.pods = Reflector(client, "/api/v1/pods", name="plane-pods", transform=_slim_pod)
+        self._listeners: list[ChangeListener] = []
+        self.nodes = Reflector(
+            client,
+            "/api/v1/nodes",
+            name="plane-nodes",
+            transform=_slim_node,
+            on_event=lambda event_type, obj: self._notify("nodes", event_type, obj),
+        )
+        self.pods = Reflector(
+            client,
+            "/api/v1/pods",
+            name="plane-pods",
+            transform=_slim_pod,
+            on_event=lambda event_type, obj: self._notify("pods", event_type, obj),
+        )
         self.namespace = Reflector(
             client,
             "/api/v1/namespaces",
@@ -60,6 +77,14 @@ class ClusterCache:
             params={"fieldSelector": f"metadata.name={safe_mode_namespace}"},
         )
         self._tasks = TaskOwner("plane-cache")
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` for every Node and Pod the reflectors list or watch from now on."""
+        self._listeners.append(listener)
+
+    def _notify(self, kind: str, event_type: str, obj: JsonObject) -> None:
+        for listener in self._listeners:
+            listener(kind, event_type, obj)
 
     def start(self) -> None:
         """Start the list/watch tasks."""

@@ -7,6 +7,7 @@ whose role is below the route's gets 403. Every request to a route, allowed or d
 appends one audit entry.
 """
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 API_VERSION = "1.0.0"
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+# Audit status of a request whose client went away before its handler finished (as nginx).
+CLIENT_CLOSED_REQUEST = 499
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JsonSchema = dict[str, Any]
@@ -58,6 +61,8 @@ class Route:
     request_schema: JsonSchema | None = None
     response_media_type: str = "application/json"
     description: str = ""
+    # Further error statuses the route may return, each with when it does.
+    extra_responses: tuple[tuple[int, str], ...] = ()
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -82,6 +87,7 @@ class RouteRegistry:
 
     def install(self, app: web.Application, store: Store) -> None:
         """Add every route to ``app``, each wrapped in authentication, roles and audit."""
+        app.on_response_prepare.append(_audit_streamed_response)
         for route in self.routes:
             app.router.add_route(
                 route.method,
@@ -121,6 +127,8 @@ def _operation(route: Route) -> dict[str, Any]:
     if any(parameter.location == "path" for parameter in route.parameters):
         responses["404"] = {"description": "Object not found", "content": error}
     responses["502"] = {"description": "The Kubernetes API server failed", "content": error}
+    for status, description in route.extra_responses:
+        responses[str(status)] = {"description": description, "content": error}
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -179,17 +187,21 @@ def _guarded(route: Route, store: Store) -> Handler:
             return error_response(403, f"{reason}: it requires role {route.role.value} or above")
 
         request[PRINCIPAL_KEY] = principal
+        pending = _PendingAudit(store, route, principal)
+        request[AUDIT_KEY] = pending
         try:
             result = await route.handler(request)
         except web.HTTPException as error:
-            _audit(
-                store,
+            pending.write(request, outcome="failed", status=error.status, detail=error.text or "")
+            raise
+        except asyncio.CancelledError:
+            # The server cancels a handler whose client went away (when handler cancellation
+            # is on): whatever the handler did so far is still recorded.
+            pending.write(
                 request,
-                route,
-                principal,
                 outcome="failed",
-                status=error.status,
-                detail=error.text or "",
+                status=CLIENT_CLOSED_REQUEST,
+                detail="the client went away before the request finished",
             )
             raise
         except Exception as error:
@@ -197,19 +209,50 @@ def _guarded(route: Route, store: Store) -> Handler:
                 "handler failed",
                 extra={"operation": route.operation_id, "path": request.path},
             )
-            _audit(
-                store, request, route, principal, outcome="failed", status=500, detail=repr(error)
-            )
+            pending.write(request, outcome="failed", status=500, detail=repr(error))
             return error_response(500, f"internal error in {route.operation_id}: {error!r}")
 
         outcome = "allowed" if result.status < 400 else "failed"
         detail = str(getattr(result, "text", "") or "")[:1000] if outcome == "failed" else ""
-        _audit(
-            store, request, route, principal, outcome=outcome, status=result.status, detail=detail
-        )
+        pending.write(request, outcome=outcome, status=result.status, detail=detail)
         return result
 
     return handle
+
+
+@dataclass
+class _PendingAudit:
+    """The audit entry of one authorised request, written once: when a streamed response
+    starts (so a long stream is recorded at its start), else when the handler ends."""
+
+    store: Store
+    route: Route
+    principal: Principal
+    written: bool = False
+
+    def write(self, request: web.Request, *, outcome: str, status: int, detail: str) -> None:
+        if not self.written:
+            self.written = True
+            _audit(
+                self.store,
+                request,
+                self.route,
+                self.principal,
+                outcome=outcome,
+                status=status,
+                detail=detail,
+            )
+
+
+AUDIT_KEY = web.RequestKey("audit", _PendingAudit)
+
+
+async def _audit_streamed_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Write the audit entry of a request whose handler streams its response, at the start."""
+    pending = request.get(AUDIT_KEY)
+    if pending is not None:
+        outcome = "allowed" if response.status < 400 else "failed"
+        pending.write(request, outcome=outcome, status=response.status, detail="")
 
 
 def _audit(

@@ -145,22 +145,60 @@ DRAIN_REQUEST_SCHEMA: JsonSchema = {
             "maximum": 86400,
             "description": "Grace period of each eviction in seconds; default: the setting "
             "--eviction-grace-period-seconds, else each pod's own",
-        }
+        },
+        "timeoutSeconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 3600,
+            "description": "Seconds to keep retrying evictions a PodDisruptionBudget blocks "
+            "and to wait for evicted pods to go; default: the setting --drain-timeout-seconds; "
+            "0: one pass",
+        },
     },
     "additionalProperties": False,
 }
 
 DRAIN_RESULT_SCHEMA: JsonSchema = {
     "type": "object",
-    "required": ["node", "evicted", "blocked", "failed", "skipped"],
+    "required": [
+        "node", "evicted", "blocked", "failed", "skipped", "complete", "attempts",
+        "timeoutSeconds",
+    ],
     "properties": {
         "node": {"type": "string"},
-        "evicted": _POD_OUTCOME,
+        "evicted": {
+            "type": "array",
+            "items": {
+                **_POD_OUTCOME["items"],
+                "properties": {
+                    **_POD_OUTCOME["items"]["properties"],
+                    "deleted": {
+                        "type": "boolean",
+                        "description": "The pod was gone before the drain returned",
+                    },
+                },
+            },
+        },
         "blocked": {
-            **_POD_OUTCOME,
-            "description": "Pods a PodDisruptionBudget kept (HTTP 429 from the Eviction API)",
+            "type": "array",
+            "items": {
+                **_POD_OUTCOME["items"],
+                "properties": {
+                    **_POD_OUTCOME["items"]["properties"],
+                    "attempts": {"type": "integer", "description": "Evictions tried"},
+                },
+            },
+            "description": "Pods a PodDisruptionBudget still kept at the timeout (HTTP 429 "
+            "from the Eviction API), with its last answer",
         },
         "failed": _POD_OUTCOME,
         "skipped": _POD_OUTCOME,
+        "complete": {
+            "type": "boolean",
+            "description": "Every pod that had to go is gone: none blocked or failed, every "
+            "evicted pod deleted",
+        },
+        "attempts": {"type": "integer", "description": "Eviction passes made"},
+        "timeoutSeconds": {"type": "number"},
     },
-}
+}  # fmt: skip

@@ -4,10 +4,13 @@ from pathlib import Path
 
 from pydantic import Field
 
+from plane.explorer_settings import ExplorerSettings
+from plane.hub_settings import HubSettings
+from plane.savings_settings import SavingsSettings
 from temper.service import ServiceSettings
 
 
-class PlaneSettings(ServiceSettings):
+class PlaneSettings(ExplorerSettings, SavingsSettings, HubSettings, ServiceSettings):
     """Settings of ``temper plane``; environment variables start with TEMPER_PLANE_."""
 
     listen_address: str = Field(

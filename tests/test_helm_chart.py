@@ -29,6 +29,9 @@ from kubernetes import client as k8s
 
 from agent.settings import AgentSettings
 from extender.settings import ExtenderSettings
+from plane.prices import parse_price_table
+from plane.settings import PlaneSettings
+from plane.store import Role, Store
 from temper import settings as settings_tree
 from temper.controlplane import LocalControlPlane, find_binaries
 from temper.controlplane.binaries import KUBERNETES_VERSION
@@ -62,6 +65,7 @@ AGENT_ACCOUNT = "temper-agent"
 EXTENDER_ACCOUNT = "temper-extender"
 SCHEDULER_ACCOUNT = "temper-scheduler"
 WEBHOOK_ACCOUNT = "temper-webhook"
+PLANE_ACCOUNT = "temper-plane"
 
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
@@ -83,8 +87,25 @@ VALUE_SETS: dict[str, list[str]] = {
     "service-monitor": ["monitoring.serviceMonitor.enabled=true", "extender.enabled=true"],
     "agent-capabilities": ["agent.privileged=false", "agent.bccHostMounts=false"],
     "no-network-policies": ["networkPolicy.enabled=false", "priorityClasses.create=false"],
+    "plane": ["plane.enabled=true"],
+    "plane-hub-prices-emptydir": [
+        "plane.enabled=true",
+        "plane.hub.enabled=true",
+        "plane.hub.allowedPeers={plane.east.example.test}",
+        "plane.persistence.enabled=false",
+        "plane.evictionGracePeriodSeconds=30",
+        "plane.prices.machineTypes.n2-standard-8.cpuCoreHour=0.0475",
+        "plane.prices.machineTypes.n2-standard-8.nodeHour=0.38",
+        "plane.prices.default.cpuCoreHour=0.05",
+        "plane.prices.default.nodeHour=0.4",
+    ],
 }
-INSTALLED_VALUES = ["extender.enabled=true", "webhook.enabled=true"]
+INSTALLED_VALUES = [
+    "extender.enabled=true",
+    "webhook.enabled=true",
+    "plane.enabled=true",
+    "plane.hub.enabled=true",
+]
 
 
 # -- helm ---------------------------------------------------------------------------------
@@ -428,6 +449,16 @@ def test_stock_kernel_mode_reaches_agent(helm: Helm) -> None:
     assert settings.stock_kernel_mode is True
 
 
+def test_agent_mounts_boot_read_only(helm: Helm) -> None:
+    """scx_layered reads the kernel config in /boot/config-<release> to load its BPF programs."""
+    pod = only(helm.render([]), "DaemonSet")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    [container] = pod["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/boot"]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["hostPath"]["path"] == "/boot"
+
+
 def test_scheduler_image_follows_cluster_version(helm: Helm) -> None:
     def image(values: list[str], kube_version: str) -> str:
         objects = helm.render(["extender.enabled=true", *values], kube_version)
@@ -517,6 +548,26 @@ INVALID_VALUES = {
     "self-registration without url": InvalidValue(
         ["--set", "webhook.enabled=true", "--set", "webhook.selfRegistration.enabled=true"],
         "webhook.selfRegistration.url",
+    ),
+    "plane port": invalid("plane.port=0", "/plane/port"),
+    "plane cluster name": invalid("plane.clusterName=Local_1", "/plane/clusterName"),
+    "negative price": InvalidValue(
+        set_flags(
+            [
+                "plane.prices.machineTypes.m1.cpuCoreHour=-0.5",
+                "plane.prices.machineTypes.m1.nodeHour=1",
+            ]
+        ),
+        "/plane/prices/machineTypes/m1/cpuCoreHour",
+    ),
+    "missing node price": invalid("plane.prices.machineTypes.m1.cpuCoreHour=1", "nodeHour"),
+    "hub peer timeout": InvalidValue(
+        ["--set", "plane.enabled=true", "--set", "plane.hub.peerTimeoutSeconds=0.0"],
+        "plane.hub.peerTimeoutSeconds=0.0",
+    ),
+    "plane short grace period": InvalidValue(
+        ["--set", "plane.enabled=true", "--set", "plane.terminationGracePeriodSeconds=10"],
+        "plane.terminationGracePeriodSeconds",
     ),
 }
 
@@ -794,7 +845,7 @@ def kubeconfigs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("service-accounts")
-    accounts = (AGENT_ACCOUNT, EXTENDER_ACCOUNT, SCHEDULER_ACCOUNT, WEBHOOK_ACCOUNT)
+    accounts = (AGENT_ACCOUNT, EXTENDER_ACCOUNT, SCHEDULER_ACCOUNT, WEBHOOK_ACCOUNT, PLANE_ACCOUNT)
     return {
         account: service_account_kubeconfig(control_plane, admin, account, directory)
         for account in accounts
@@ -1001,3 +1052,226 @@ def test_webhook_serves_installed_certificate(
     finally:
         process.stop()
     assert "forbidden" not in (tmp_path / "webhook.log").read_text().lower()
+
+
+# -- the management plane -----------------------------------------------------------------
+
+PLANE_NAME = "temper-plane"
+
+
+def plane_objects(objects: list[JsonObject]) -> list[tuple[str, str]]:
+    return sorted(
+        (item["kind"], item["metadata"]["name"])
+        for item in objects
+        if item["metadata"]["labels"].get("app.kubernetes.io/component") == "plane"
+    )
+
+
+def test_plane_renders_only_when_enabled(helm: Helm) -> None:
+    assert plane_objects(helm.render([])) == []
+    assert plane_objects(helm.render(VALUE_SETS["plane"])) == [
+        ("ClusterRole", PLANE_NAME),
+        ("ClusterRoleBinding", PLANE_NAME),
+        ("ConfigMap", f"{PLANE_NAME}-prices"),
+        ("Deployment", PLANE_NAME),
+        ("NetworkPolicy", "temper-agent-from-plane"),
+        ("NetworkPolicy", PLANE_NAME),
+        ("PersistentVolumeClaim", f"{PLANE_NAME}-data"),
+        ("Service", PLANE_NAME),
+        ("ServiceAccount", PLANE_NAME),
+    ]
+
+
+def plane_mounts(deployment: JsonObject) -> dict[str, tuple[str, JsonObject]]:
+    """Volume name -> (mount path, volume) of the plane container."""
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    [container] = pod["containers"]
+    return {m["name"]: (m["mountPath"], volumes[m["name"]]) for m in container["volumeMounts"]}
+
+
+def test_plane_keeps_database_on_claim(helm: Helm) -> None:
+    deployment = only(helm.render(VALUE_SETS["plane"]), "Deployment", PLANE_NAME)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    path, volume = plane_mounts(deployment)["data"]
+    assert volume["persistentVolumeClaim"] == {"claimName": f"{PLANE_NAME}-data"}
+    assert container_env(deployment)["TEMPER_PLANE_DATABASE_PATH"].startswith(path + "/")
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 65532
+
+
+def test_plane_emptydir_without_persistence(helm: Helm) -> None:
+    objects = helm.render(VALUE_SETS["plane-hub-prices-emptydir"])
+    assert not find(objects, "PersistentVolumeClaim")
+    _path, volume = plane_mounts(only(objects, "Deployment", PLANE_NAME))["data"]
+    assert volume["emptyDir"] == {}
+
+
+def test_plane_price_table_reaches_plane(helm: Helm) -> None:
+    objects = helm.render(VALUE_SETS["plane-hub-prices-emptydir"])
+    config = only(objects, "ConfigMap", f"{PLANE_NAME}-prices")
+    table = parse_price_table(config["data"]["prices.yaml"], "prices.yaml")
+    assert table.currency == "USD"
+    assert table.machine_types["n2-standard-8"].cpu_core_hour == 0.0475
+    assert table.machine_types["n2-standard-8"].node_hour == 0.38
+    assert table.default is not None
+    assert table.default.node_hour == 0.4
+    deployment = only(objects, "Deployment", PLANE_NAME)
+    path, volume = plane_mounts(deployment)["prices"]
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    assert container_env(deployment)["TEMPER_PLANE_PRICE_TABLE_PATH"] == f"{path}/prices.yaml"
+
+
+def test_plane_without_prices_has_no_table(helm: Helm) -> None:
+    deployment = only(helm.render(VALUE_SETS["plane"]), "Deployment", PLANE_NAME)
+    assert "TEMPER_PLANE_PRICE_TABLE_PATH" not in container_env(deployment)
+
+
+@pytest.mark.parametrize("value_set", ["plane", "plane-hub-prices-emptydir"])
+def test_plane_env_names_real_settings(helm: Helm, value_set: str) -> None:
+    """Every TEMPER_PLANE_* variable is a field of PlaneSettings and validates."""
+    deployment = only(helm.render(VALUE_SETS[value_set]), "Deployment", PLANE_NAME)
+    env = container_env(deployment)
+    fields = {"TEMPER_PLANE_" + field.upper() for field in PlaneSettings.model_fields}
+    assert set(env) <= fields
+    settings = settings_tree.load(PlaneSettings, "plane", environ=env)
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > settings.shutdown_timeout_seconds
+    assert settings.agent_namespace == NAMESPACE
+    assert settings.safe_mode_namespace == NAMESPACE
+    if value_set == "plane":
+        assert settings.hub_enabled is False
+        assert settings.price_table_path is None
+    else:
+        assert settings.hub_enabled is True
+        assert settings.hub_allowed_peers == ["plane.east.example.test"]
+        assert settings.eviction_grace_period_seconds == 30
+
+
+def test_plane_hub_key_from_generated_secret(helm: Helm) -> None:
+    objects = helm.render(VALUE_SETS["plane-hub-prices-emptydir"])
+    secret = only(objects, "Secret", f"{PLANE_NAME}-hub-key")
+    assert len(base64.b64decode(secret["data"]["key"])) >= 32
+    deployment = only(objects, "Deployment", PLANE_NAME)
+    path, volume = plane_mounts(deployment)["hub-key"]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert container_env(deployment)["TEMPER_PLANE_HUB_KEY_PATH"] == f"{path}/key"
+
+
+def test_plane_hub_key_from_given_secret(helm: Helm) -> None:
+    values = [*VALUE_SETS["plane-hub-prices-emptydir"], "plane.hub.keySecret=company-key"]
+    objects = helm.render(values)
+    assert not find(objects, "Secret")
+    _path, volume = plane_mounts(only(objects, "Deployment", PLANE_NAME))["hub-key"]
+    assert volume["secret"]["secretName"] == "company-key"
+
+
+def test_plane_upgrade_keeps_hub_key(
+    installed: None, helm: Helm, control_plane: LocalControlPlane, admin: AdminClient
+) -> None:
+    secret_path = f"/api/v1/namespaces/{NAMESPACE}/secrets/{PLANE_NAME}-hub-key"
+    before = admin.get(secret_path)["data"]
+    result = helm.run(
+        "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+        "--set", "plane.hub.peerTimeoutSeconds=7", "--kubeconfig", str(control_plane.kubeconfig),
+    )  # fmt: skip
+    assert result.returncode == 0, f"helm upgrade failed:\n{result.stderr}"
+    assert admin.get(secret_path)["data"] == before
+
+
+SCHEDULING = "scheduling.k8s.io"
+# The namespace of the workloads the plane acts on.
+APPS = "default"
+PLANE_ACCESSES = [
+    Access(PLANE_ACCOUNT, "list", "nodes", True),
+    Access(PLANE_ACCOUNT, "watch", "nodes", True),
+    Access(PLANE_ACCOUNT, "get", "nodes", True, name="node-1"),
+    Access(PLANE_ACCOUNT, "patch", "nodes", True, name="node-1"),
+    Access(PLANE_ACCOUNT, "watch", "namespaces", True, name=NAMESPACE),
+    Access(PLANE_ACCOUNT, "patch", "namespaces", True, name=NAMESPACE),
+    Access(PLANE_ACCOUNT, "list", "pods", True),
+    Access(PLANE_ACCOUNT, "watch", "pods", True),
+    Access(PLANE_ACCOUNT, "get", "pods", True, namespace=APPS, name="app"),
+    Access(PLANE_ACCOUNT, "get", "pods", True, namespace=APPS, name="app", subresource="log"),
+    Access(
+        PLANE_ACCOUNT, "create", "pods", True, namespace=APPS, name="app", subresource="eviction"
+    ),
+    Access(PLANE_ACCOUNT, "list", "poddisruptionbudgets", True, group="policy"),
+    Access(PLANE_ACCOUNT, "get", "deployments", True, group="apps", namespace=APPS, name="w"),
+    Access(PLANE_ACCOUNT, "patch", "deployments", True, group="apps", namespace=APPS, name="w"),
+    Access(PLANE_ACCOUNT, "watch", "statefulsets", True, group="apps"),
+    Access(PLANE_ACCOUNT, "patch", "daemonsets", True, group="apps", namespace=APPS, name="d"),
+    Access(PLANE_ACCOUNT, "watch", "replicasets", True, group="apps"),
+    Access(PLANE_ACCOUNT, "list", "controllerrevisions", True, group="apps"),
+    Access(PLANE_ACCOUNT, "watch", "jobs", True, group="batch"),
+    Access(PLANE_ACCOUNT, "watch", "cronjobs", True, group="batch"),
+    Access(PLANE_ACCOUNT, "get", "priorityclasses", True, group=SCHEDULING, name="temper-high"),
+    # Denied: requests the plane never makes.
+    Access(PLANE_ACCOUNT, "list", "namespaces", False),
+    Access(PLANE_ACCOUNT, "patch", "namespaces", False, name="kube-system"),
+    Access(PLANE_ACCOUNT, "update", "nodes", False, name="node-1"),
+    Access(PLANE_ACCOUNT, "delete", "nodes", False, name="node-1"),
+    Access(PLANE_ACCOUNT, "patch", "nodes", False, name="node-1", subresource="status"),
+    Access(PLANE_ACCOUNT, "delete", "pods", False, namespace=APPS, name="app"),
+    Access(PLANE_ACCOUNT, "patch", "pods", False, namespace=APPS, name="app"),
+    Access(PLANE_ACCOUNT, "create", "pods", False, namespace=APPS, name="app", subresource="exec"),
+    Access(PLANE_ACCOUNT, "delete", "deployments", False, group="apps", namespace=APPS, name="w"),
+    Access(PLANE_ACCOUNT, "patch", "replicasets", False, group="apps", namespace=APPS, name="w-1"),
+    Access(PLANE_ACCOUNT, "list", "secrets", False),
+    Access(
+        PLANE_ACCOUNT, "get", "secrets", False, namespace=NAMESPACE, name=f"{PLANE_NAME}-hub-key"
+    ),
+    Access(PLANE_ACCOUNT, "create", "priorityclasses", False, group=SCHEDULING),
+]
+
+
+@pytest.mark.parametrize("access", PLANE_ACCESSES, ids=Access.label)
+def test_rbac_plane(installed: None, admin: AdminClient, access: Access) -> None:
+    assert access_allowed(admin, access) is access.allowed
+
+
+def plane_request(url: str, method: str, token: str) -> int:
+    """Send ``method url`` with ``token``; return the HTTP status."""
+    request = urllib.request.Request(
+        url, method=method, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_plane_serves_with_its_account(
+    kubeconfigs: dict[str, Path], core_api: k8s.CoreV1Api, nodes: list[str], tmp_path: Path
+) -> None:
+    """`temper plane serve` runs as the chart's ServiceAccount: its watch cache syncs, the
+    savings view lists every workload kind, and cordon and fleet safe mode write."""
+    database = tmp_path / "plane.sqlite3"
+    store = Store(database)
+    token = store.create_token("ci", Role.ADMIN)
+    store.close()
+    node = f"helm-plane-{uuid.uuid4().hex[:6]}"
+    create_nodes(core_api, [node])
+    nodes.append(node)
+    port = free_port()
+    command = [
+        sys.executable, "-m", "temper.cli", "plane", "serve",
+        "--kubeconfig", str(kubeconfigs[PLANE_ACCOUNT]),
+        "--database-path", str(database),
+        "--safe-mode-namespace", NAMESPACE,
+        "--listen-address", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    process = ManagedProcess("temper-plane", command, tmp_path / "plane.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(url + "/healthz", process, None)
+        assert plane_request(url + "/api/v1/savings", "GET", token) == 200
+        assert plane_request(url + f"/api/v1/nodes/{node}/cordon", "POST", token) == 200
+        assert core_api.read_node(node).spec.unschedulable is True
+        assert plane_request(url + "/api/v1/safe-mode", "PUT", token) == 200
+        assert plane_request(url + "/api/v1/safe-mode", "DELETE", token) == 200
+    finally:
+        process.stop()
+        print(f"plane log:\n{process.tail(30)}")
+    assert "forbidden" not in (tmp_path / "plane.log").read_text().lower()
