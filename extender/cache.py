@@ -7,9 +7,10 @@ bound after a node's last tier-load value can be subtracted from that value.
 
 Work is done when data changes, not per request: an annotation is parsed only when its text
 changes, and a node's :class:`~extender.scoring.NodeCapacity` is recomputed only when its
-value or its bound pods change. The reflectors store reduced objects (see
-:func:`reduce_node` and :func:`reduce_pod`), so memory grows with the number of nodes and
-pods, not with the size of their status.
+value or its bound pods change. The capacities live in a
+:class:`~extender.table.CapacityTable`, whose NumPy columns the handlers read. The reflectors
+store reduced objects (see :func:`reduce_node` and :func:`reduce_pod`), so memory grows with
+the number of nodes and pods, not with the size of their status.
 """
 
 import asyncio
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from extender.scoring import NodeCapacity, node_capacity, pod_demand
+from extender.scoring import MAX_FREE_MILLICORES, NodeCapacity, node_capacity, pod_demand
+from extender.table import CapacityTable
 from temper.annotations import TIER_LOAD, TierLoad
 from temper.errors import InvalidAnnotationError, InvalidQuantityError
 from temper.kube import JsonObject, KubeClient, Reflector, object_key
@@ -97,6 +99,17 @@ def reduce_pod(pod: JsonObject) -> JsonObject:
     }
 
 
+def _check_capacities(tier_load: TierLoad) -> None:
+    """Raise InvalidAnnotationError for a protection capacity the scoring cannot represent."""
+    for tier, entry in tier_load.tiers.items():
+        if entry.protection_capacity_millicores > MAX_FREE_MILLICORES:
+            raise InvalidAnnotationError(
+                f"annotation {TIER_LOAD}: tier {tier.value!r} has cap_m="
+                f"{entry.protection_capacity_millicores}, above the maximum of "
+                f"{MAX_FREE_MILLICORES} millicores; check the agent that wrote it"
+            )
+
+
 class AnnotationDecoder:
     """Decodes tier-load values, logging each invalid value once per node."""
 
@@ -111,7 +124,9 @@ class AnnotationDecoder:
         try:
             if not isinstance(raw, str):
                 raise InvalidAnnotationError(f"annotation {TIER_LOAD} is {raw!r}, not a string")
-            return TierLoad.decode(raw)
+            tier_load = TierLoad.decode(raw)
+            _check_capacities(tier_load)
+            return tier_load
         except InvalidAnnotationError as error:
             reported = self._reported.setdefault(node_name, set())
             value = str(raw)
@@ -207,7 +222,7 @@ class NodeCache:
         # Last annotation text per node, so an unchanged value is not parsed again.
         self._raw_values: dict[str, Any] = {}
         self._loads: dict[str, TierLoad] = {}
-        self._capacities: dict[str, NodeCapacity] = {}
+        self._capacities = CapacityTable()
         self._pods = BoundPodIndex()
         self._last_node_update_monotonic: float | None = None
         self._node_reflector = Reflector(
@@ -236,20 +251,33 @@ class NodeCache:
         """True once both the Node list and the bound-pod list were loaded."""
         return self._node_reflector.synced.is_set() and self._pod_reflector.synced.is_set()
 
+    async def wait_ready(self) -> None:
+        """Return once both the Node list and the bound-pod list were loaded."""
+        await self._node_reflector.synced.wait()
+        await self._pod_reflector.synced.wait()
+
     @property
-    def capacities(self) -> Mapping[str, NodeCapacity]:
+    def capacities(self) -> CapacityTable:
         """Free capacity per tier of every node with a valid tier-load value, fresh or stale."""
         return self._capacities
 
-    def decode_annotation(
+    def capacity_from_annotations(
         self, node_name: str, annotations: Mapping[str, Any] | None
-    ) -> TierLoad | None:
-        """Parse the tier-load value of a Node object received in a request."""
-        return self._decoder.decode(node_name, annotations)
+    ) -> NodeCapacity | None:
+        """Return ``free_t`` per tier for a Node object received in a request.
 
-    def bound_since(self, node_name: str, timestamp_seconds: float) -> dict[Tier, int]:
-        """Sum the CPU requests per tier of pods bound to the node after the timestamp."""
-        return self._pods.bound_since(node_name, timestamp_seconds)
+        When the request carries the tier-load text that the cache has for the node, this
+        is the cached capacity, because both come from the same value and the same bound
+        pods. Any other value is parsed and combined with the node's bound pods here.
+        """
+        raw = (annotations or {}).get(TIER_LOAD)
+        if node_name in self._raw_values and self._raw_values[node_name] == raw:
+            return self._capacities.get(node_name)
+        load = self._decoder.decode(node_name, annotations)
+        if load is None:
+            return None
+        bound = self._pods.bound_since(node_name, load.timestamp_seconds)
+        return node_capacity(load, bound)
 
     def age_seconds(self) -> float | None:
         """Seconds since the node watch last delivered a change; None before the first one."""
@@ -260,10 +288,10 @@ class NodeCache:
     def _refresh_capacity(self, node_name: str) -> None:
         load = self._loads.get(node_name)
         if load is None:
-            self._capacities.pop(node_name, None)
+            self._capacities.remove(node_name)
             return
         bound = self._pods.bound_since(node_name, load.timestamp_seconds)
-        self._capacities[node_name] = node_capacity(load, bound)
+        self._capacities.put(node_name, node_capacity(load, bound))
 
     def _on_node_event(self, event_type: str, node: JsonObject) -> None:
         self._last_node_update_monotonic = time.monotonic()
@@ -272,7 +300,7 @@ class NodeCache:
         if event_type == "DELETED":
             self._raw_values.pop(name, None)
             self._loads.pop(name, None)
-            self._capacities.pop(name, None)
+            self._capacities.remove(name)
             self._decoder.forget(name)
             return
         annotations = metadata.get("annotations")

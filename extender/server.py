@@ -13,18 +13,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from extender import scoring
-from extender.scoring import CRITICAL_CAPACITY_EXCEEDED, NodeCapacity
+from extender.scoring import CRITICAL_CAPACITY_EXCEEDED, FilterOutcome, NodeCapacity
 from extender.settings import ExtenderSettings
-from temper.annotations import TierLoad
+from extender.table import CapacityTable, NodeColumns, columns_of
 from temper.errors import InvalidQuantityError
 from temper.kube import JsonObject
-from temper.tiers import Tier
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,11 @@ class NodeLoadSource(Protocol):
     def ready(self) -> bool: ...
 
     @property
-    def capacities(self) -> Mapping[str, NodeCapacity]: ...
+    def capacities(self) -> CapacityTable: ...
 
-    def decode_annotation(
+    def capacity_from_annotations(
         self, node_name: str, annotations: Mapping[str, Any] | None
-    ) -> TierLoad | None: ...
-
-    def bound_since(self, node_name: str, timestamp_seconds: float) -> Mapping[Tier, int]: ...
+    ) -> NodeCapacity | None: ...
 
     def age_seconds(self) -> float | None: ...
 
@@ -168,6 +166,14 @@ class ExtenderMetrics:
             registry=self.registry,
         )
         nodes.set_function(lambda: len(source.capacities))
+        # Children looked up once, because labels() takes a lock and builds a tuple per call.
+        self.filter_duration = self.duration.labels("filter")
+        self.prioritize_duration = self.duration.labels("prioritize")
+        self.filter_decisions = {
+            outcome: self.decisions.labels("filter", outcome.value) for outcome in FilterOutcome
+        }
+        self.prioritize_scored = self.decisions.labels("prioritize", "scored")
+        self.prioritize_neutral = self.decisions.labels("prioritize", "neutral")
 
 
 def _age_or_nan(source: NodeLoadSource) -> float:
@@ -213,27 +219,22 @@ class ExtenderHandlers:
             self.metrics.decisions.labels(verb, "invalid_request").inc()
             raise RequestRejectedError(400, f"invalid ExtenderArgs: field Pod: {error}") from error
 
-    def _free_capacities(self, args: ExtenderArgs, demand: scoring.PodDemand) -> list[int | None]:
-        """Return ``free_t`` of each requested node, in request order; None without fresh data."""
-        now = self.clock()
+    def _columns(self, args: ExtenderArgs, demand: scoring.PodDemand) -> NodeColumns:
+        """Return ``ts`` and ``free_t`` of each requested node for the pod's tier, in order."""
         if args.node_list is None:
-            capacities: Mapping[str, NodeCapacity] = self.source.capacities
-        else:
-            # Full-object mode: the annotations come with the request and are parsed here.
-            capacities = {}
-            for name, node in zip(args.node_names, args.node_list["items"], strict=True):
-                annotations = (node.get("metadata") or {}).get("annotations")
-                tier_load = self.source.decode_annotation(name, annotations)
-                if tier_load is not None:
-                    bound = self.source.bound_since(name, tier_load.timestamp_seconds)
-                    capacities[name] = scoring.node_capacity(tier_load, bound)
-        return scoring.free_capacities_millicores(
-            demand.tier, capacities, args.node_names, now, self.max_age_seconds
-        )
+            return self.source.capacities.columns(demand.tier, args.node_names)
+        # Full-object mode: the annotations come with the request.
+        capacities = [
+            self.source.capacity_from_annotations(
+                name, (node.get("metadata") or {}).get("annotations")
+            )
+            for name, node in zip(args.node_names, args.node_list["items"], strict=True)
+        ]
+        return columns_of(demand.tier, capacities)
 
     async def filter(self, request: web.Request) -> web.Response:
         """POST /filter: reject nodes whose critical capacity cannot hold a critical pod."""
-        with self.metrics.duration.labels("filter").time():
+        with self.metrics.filter_duration.time():
             try:
                 args = await self._read_args("filter", request)
                 demand = self._demand("filter", args)
@@ -242,14 +243,15 @@ class ExtenderHandlers:
                 return _filter_error(rejected)
 
             if scoring.is_filtered(demand):
-                free = self._free_capacities(args, demand)
-                decisions = scoring.filter_free_capacities(demand, free)
+                columns = self._columns(args, demand)
+                fresh = columns.fresh(self.clock(), self.max_age_seconds)
+                decisions = scoring.filter_columns(demand, fresh, columns.free_millicores)
             else:
                 # Most pods: no per-node work at all.
                 decisions = scoring.pass_all(len(args.node_names))
             for outcome, count in decisions.counts.items():
                 if count:
-                    self.metrics.decisions.labels("filter", outcome.value).inc(count)
+                    self.metrics.filter_decisions[outcome].inc(count)
 
             rejected_positions = decisions.rejected
             rejected_names = sorted(args.node_names[index] for index in rejected_positions)
@@ -271,7 +273,7 @@ class ExtenderHandlers:
 
     async def prioritize(self, request: web.Request) -> web.Response:
         """POST /prioritize: score each node 0..10 by the packing policy."""
-        with self.metrics.duration.labels("prioritize").time():
+        with self.metrics.prioritize_duration.time():
             try:
                 args = await self._read_args("prioritize", request)
                 demand = self._demand("prioritize", args)
@@ -279,18 +281,22 @@ class ExtenderHandlers:
                 rejected.log("prioritize")
                 return _json({"Error": rejected.message}, rejected.status)
 
-            free = self._free_capacities(args, demand)
-            scores = scoring.score_free_capacities(demand.cpu_request_millicores, free)
+            columns = self._columns(args, demand)
+            fresh = columns.fresh(self.clock(), self.max_age_seconds)
+            scores = scoring.score_columns(
+                demand.cpu_request_millicores, fresh, columns.free_millicores
+            )
 
-            neutral = free.count(None)
+            scored = int(np.count_nonzero(fresh))
+            neutral = len(fresh) - scored
             if neutral:
-                self.metrics.decisions.labels("prioritize", "neutral").inc(neutral)
-            if len(free) > neutral:
-                self.metrics.decisions.labels("prioritize", "scored").inc(len(free) - neutral)
+                self.metrics.prioritize_neutral.inc(neutral)
+            if scored:
+                self.metrics.prioritize_scored.inc(scored)
             return _json(
                 [
                     {"Host": name, "Score": score}
-                    for name, score in zip(args.node_names, scores, strict=True)
+                    for name, score in zip(args.node_names, scores.tolist(), strict=True)
                 ]
             )
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 
+import uvloop
 from aiohttp import web
 
 from extender.cache import NodeCache
@@ -10,10 +11,26 @@ from extender.server import build_app
 from extender.settings import ExtenderSettings
 from temper.errors import TemperError
 from temper.kube import KubeClient
-from temper.service import run_service
+from temper.service import freeze_long_lived_objects, run_service
 from temper.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
+
+
+async def freeze_after_first_lists(cache: NodeCache) -> None:
+    """Exclude the cache's initial lists and the imports from garbage collection.
+
+    With 5,000 Nodes and 5,000 bound pods cached, a full collection would otherwise walk
+    every one of their objects while a request waits (see ``freeze_long_lived_objects``).
+    NOTE: objects of later watch events and relists are collected as before, so the cost of
+    a full collection grows again with the pods bound after the freeze and after a relist.
+    """
+    await cache.wait_ready()
+    frozen = freeze_long_lived_objects()
+    log.info(
+        "first lists loaded, excluded their objects from garbage collection",
+        extra={"frozen_objects": frozen},
+    )
 
 
 async def serve(settings: ExtenderSettings, stop: asyncio.Event) -> None:
@@ -28,6 +45,7 @@ async def serve(settings: ExtenderSettings, stop: asyncio.Event) -> None:
     )
     try:
         tasks.spawn("node-cache", cache.run())
+        tasks.spawn("gc-freeze", freeze_after_first_lists(cache))
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_address, settings.port)
         try:
@@ -49,5 +67,12 @@ async def serve(settings: ExtenderSettings, stop: asyncio.Event) -> None:
 
 
 def run_extender(settings: ExtenderSettings) -> int:
-    """Run the extender until SIGTERM or SIGINT and return the exit code."""
+    """Run the extender on a uvloop event loop until SIGTERM or SIGINT; return the exit code.
+
+    kube-scheduler waits for every call, and uvloop's HTTP path used less CPU per request
+    than the asyncio loop in bench/extender_cpu.py.
+    """
+    # NOTE: run_service calls asyncio.run, whose loop_factory argument needs Python 3.12, so
+    # the loop comes in through the policy, which Python 3.14 deprecates.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return run_service("temper extender", settings, lambda stop: serve(settings, stop))

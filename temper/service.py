@@ -1,6 +1,7 @@
 """Settings shared by every long-running component, and the run loop around a service."""
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,21 @@ class ServiceSettings(Settings):
         description="Seconds the shutdown sequence may take; keep it below the pod's "
         "terminationGracePeriodSeconds",
     )
+
+
+def freeze_long_lived_objects() -> int:
+    """Exclude every object alive now from garbage collection; return how many there are.
+
+    A service calls this once it has loaded its long-lived state (imports, initial lists).
+    A full collection walks every tracked object, and the request it interrupts waits. In
+    bench/extender_cpu.py (5,000 Nodes cached) one took 80 to 100 ms of CPU before the
+    freeze and 4 to 6 ms after it. In bench/webhook_cpu.py it took 45 ms and 0.1 ms.
+    Frozen objects are still freed by reference counting; only reference cycles among them
+    stay until the process exits. Objects created later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def run_service(

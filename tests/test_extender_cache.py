@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from extender.cache import NodeCache, reduce_node, reduce_pod, scheduled_at_seconds
 from extender.scoring import pod_demand
+from extender.service import freeze_after_first_lists
 from temper.annotations import TIER_LOAD, TierLoad, TierLoadEntry
 from temper.kube import JsonObject, object_key
 from temper.tiers import Tier
@@ -144,6 +146,57 @@ async def test_cache_forgets_node_without_valid_value() -> None:
         await wait_until(lambda: "bare" in cache.capacities)
         nodes.events.put_nowait({"type": "DELETED", "object": node("bare", None)})
         await wait_until(lambda: not cache.capacities)
+
+
+async def test_request_annotations_reuse_cached_capacity() -> None:
+    # Full-object mode: the text that the cache contains gives the cached capacity. Any other
+    # text is parsed and combined with the node's bound pods.
+    fake = FakeApiServer()
+    cached_value = tier_load(VALUE_TIME, 2000)
+    fake.add("/api/v1/nodes", FakeCollection(lists=[object_list("5", [node("n1", cached_value)])]))
+    fake.add(
+        "/api/v1/pods",
+        FakeCollection(lists=[object_list("5", [pod("new", "n1", "300m", AFTER_VALUE)])]),
+    )
+
+    async with running_cache(fake) as cache:
+        cached = cache.capacity_from_annotations("n1", {TIER_LOAD: cached_value})
+        assert cached is cache.capacities["n1"]
+        assert cached.free_millicores[NORMAL] == 1700
+
+        other = cache.capacity_from_annotations("n1", {TIER_LOAD: tier_load(VALUE_TIME, 900)})
+        assert other is not None
+        assert other.free_millicores[NORMAL] == 600
+        unknown = cache.capacity_from_annotations("n2", {TIER_LOAD: tier_load(VALUE_TIME, 900)})
+        assert unknown is not None
+        assert unknown.free_millicores[NORMAL] == 900
+        assert cache.capacity_from_annotations("n1", {TIER_LOAD: "{garbage"}) is None
+        assert cache.capacity_from_annotations("n1", None) is None
+
+
+async def test_freeze_waits_for_first_lists() -> None:
+    fake = FakeApiServer()
+    fake.add("/api/v1/nodes", FakeCollection(lists=[object_list("5", [node("n1", None)])]))
+    fake.add("/api/v1/pods", FakeCollection(lists=[object_list("5", [])]))
+    assert gc.get_freeze_count() == 0
+    async with serve(fake) as client:
+        cache = NodeCache(client)
+        freeze = asyncio.create_task(freeze_after_first_lists(cache))
+        await asyncio.sleep(0.1)
+        # Nothing is frozen before the lists are loaded.
+        assert not freeze.done()
+        assert gc.get_freeze_count() == 0
+
+        run = asyncio.create_task(cache.run())
+        try:
+            await asyncio.wait_for(freeze, timeout=30)
+            assert cache.ready()
+            assert gc.get_freeze_count() > 0
+        finally:
+            gc.unfreeze()
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
 
 
 def container(cpu: str | None, *, sidecar: bool = False) -> JsonObject:

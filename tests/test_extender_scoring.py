@@ -9,6 +9,7 @@ import pytest
 
 from extender.cache import AnnotationDecoder, BoundPod, BoundPodIndex, scheduled_at_seconds
 from extender.scoring import (
+    MAX_FREE_MILLICORES,
     NEUTRAL_SCORE,
     FilterOutcome,
     NodeLoad,
@@ -345,6 +346,20 @@ def test_decoder_parses_valid_value() -> None:
     decoded = AnnotationDecoder().decode("n1", {TIER_LOAD: GOOD_VALUE})
     assert decoded is not None
     assert decoded.tiers[Tier.NORMAL].protection_capacity_millicores == 1000
+
+
+def test_decoder_rejects_capacity_above_maximum(caplog: pytest.LogCaptureFixture) -> None:
+    too_large = MAX_FREE_MILLICORES + 1
+    value = TierLoad(
+        timestamp_seconds=NOW,
+        node_cpu_millicores=4000,
+        tiers={Tier.NORMAL: TierLoadEntry(protection_capacity_millicores=too_large)},
+    ).encode()
+    with caplog.at_level(logging.WARNING, logger="extender.cache"):
+        assert AnnotationDecoder().decode("n1", {TIER_LOAD: value}) is None
+    error = caplog.records[0].error  # type: ignore[attr-defined]
+    assert f"cap_m={too_large}" in error
+    assert str(MAX_FREE_MILLICORES) in error
 
 
 def test_decoder_without_annotation_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

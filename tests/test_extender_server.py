@@ -16,6 +16,7 @@ from extender.scoring import (
 )
 from extender.server import build_app
 from extender.settings import ExtenderSettings
+from extender.table import CapacityTable
 from temper.annotations import TIER_LOAD, TierLoad, TierLoadEntry
 from temper.errors import InvalidAnnotationError
 from temper.tiers import Tier
@@ -48,22 +49,21 @@ class FakeNodeCache:
         return self.synced
 
     @property
-    def capacities(self) -> Mapping[str, NodeCapacity]:
-        return {
-            name: node_capacity(load, self.bound.get(name, {})) for name, load in self.loads.items()
-        }
+    def capacities(self) -> CapacityTable:
+        table = CapacityTable()
+        for name, load in self.loads.items():
+            table.put(name, node_capacity(load, self.bound.get(name, {})))
+        return table
 
-    def decode_annotation(
+    def capacity_from_annotations(
         self, node_name: str, annotations: Mapping[str, Any] | None
-    ) -> TierLoad | None:
+    ) -> NodeCapacity | None:
         raw = (annotations or {}).get(TIER_LOAD)
         try:
-            return TierLoad.decode(raw) if raw else None
+            load = TierLoad.decode(raw) if raw else None
         except InvalidAnnotationError:
             return None
-
-    def bound_since(self, node_name: str, timestamp_seconds: float) -> Mapping[Tier, int]:
-        return self.bound.get(node_name, {})
+        return None if load is None else node_capacity(load, self.bound.get(node_name, {}))
 
     def age_seconds(self) -> float | None:
         return 2.5

@@ -29,6 +29,7 @@ When any request changes, the originals of every container go into the annotatio
 ``temper.codes/original-requests``.
 """
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,21 @@ from webhook.settings import WebhookSettings
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTAINER_LISTS = ("initContainers", "containers")
+
+# Pods repeat a few quantity strings ("1", "500m", "64Mi"), and parsing them into Decimals
+# was the largest part of the rules' CPU time. Both results are immutable.
+_cached_quantity = functools.lru_cache(maxsize=1024)(parse_quantity)
+_cached_millicores = functools.lru_cache(maxsize=1024)(cpu_millicores)
+
+
+def _quantity(value: Any) -> Decimal:
+    """Return parse_quantity(value), from a cache for strings."""
+    return _cached_quantity(value) if isinstance(value, str) else parse_quantity(value)
+
+
+def _millicores(value: Any) -> int:
+    """Return cpu_millicores(value), from a cache for strings."""
+    return _cached_millicores(value) if isinstance(value, str) else cpu_millicores(value)
 
 
 class InvalidPodError(TemperError, ValueError):
@@ -119,7 +135,7 @@ def _is_guaranteed(containers: list[tuple[str, dict[str, Any]]]) -> bool:
             if limit is None or request is None:
                 return False
             try:
-                if parse_quantity(request) != parse_quantity(limit) or parse_quantity(limit) == 0:
+                if _quantity(request) != _quantity(limit) or _quantity(limit) == 0:
                     return False
             except InvalidQuantityError:
                 return False
@@ -167,13 +183,13 @@ def _scaled_millicores(
 
     Raises InvalidQuantityError for a request or limit that is not a quantity.
     """
-    if limit is not None and parse_quantity(limit) == parse_quantity(original):
+    if limit is not None and _quantity(limit) == _quantity(original):
         return None
     if limit is not None and max_limit_request_ratio is not None:
         floor_millicores = max(
-            floor_millicores, ratio_floor_millicores(cpu_millicores(limit), max_limit_request_ratio)
+            floor_millicores, ratio_floor_millicores(_millicores(limit), max_limit_request_ratio)
         )
-    request = cpu_millicores(original)
+    request = _millicores(original)
     # Decimal keeps 1000 * 0.6 at exactly 600, where float arithmetic would round up to 601.
     target = max(math.ceil(Decimal(request) * Decimal(str(factor))), floor_millicores)
     if target >= request:
@@ -203,11 +219,11 @@ def _pod_constraint_violation(
             )
             request = scaled.get((list_key, index))
             if request is None and container_requests.get("cpu") is not None:
-                request = cpu_millicores(container_requests["cpu"])
+                request = _millicores(container_requests["cpu"])
             limit = container_limits.get("cpu")
             restartable = container.get("restartPolicy") == "Always"
             requests[list_key].append((request, restartable))
-            limits[list_key].append((None if limit is None else cpu_millicores(limit), restartable))
+            limits[list_key].append((None if limit is None else _millicores(limit), restartable))
     except InvalidQuantityError:
         # The API server rejects invalid quantities before admission, so only a hand-made
         # AdmissionReview gets here, and the per-container warnings already report it.

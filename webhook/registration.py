@@ -7,9 +7,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from temper.annotations import OVERCOMMIT_ENABLED, OVERCOMMIT_LABEL
+from temper.annotations import ORIGINAL_REQUESTS, OVERCOMMIT_ENABLED, OVERCOMMIT_LABEL
 from temper.errors import KubernetesError
 from temper.kube import JsonObject, KubeClient
+from temper.tiers import SYSTEM_CLASSES, SYSTEM_PRIORITY_MIN, TIER_SPECS, Tier
+from webhook.mutation import MIRROR_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,49 @@ MUTATE_PATH = "/mutate"
 COLLECTION_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 TIMEOUT_SECONDS = 5
 UPDATE_ATTEMPTS = 5
+
+
+def _cel_strings(values: list[str]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+def match_conditions() -> list[dict[str, str]]:
+    """Return the CEL conditions under which the API server calls the webhook at all.
+
+    The API server calls the webhook only when every expression is true. Each one is false
+    only for pods that the rules in webhook/mutation.py leave unchanged anyway: mirror pods,
+    pods that carry the original-requests annotation, pods of the system classes or
+    priorities, and pods of the critical tier. A pod is critical when its class is
+    ``temper-critical``, or when its class is not a Temper class and its priority is at
+    least the critical class value (``temper.tiers.pod_tier``). The API server admits these
+    pods without the HTTPS round trip.
+    """
+    temper_classes = [tier.priority_class for tier in Tier]
+    skipped_classes = [*sorted(SYSTEM_CLASSES), Tier.CRITICAL.priority_class]
+    class_name = "object.spec.priorityClassName"
+    has_class = f"has({class_name})"
+    priority = "object.spec.priority"
+    has_priority = f"has({priority})"
+    critical_value = TIER_SPECS[Tier.CRITICAL].value
+    annotations = "object.metadata.annotations"
+    return [
+        {
+            "name": "not-mirror-or-already-mutated",
+            "expression": (
+                f"!has({annotations}) || !('{MIRROR_ANNOTATION}' in {annotations} || "
+                f"'{ORIGINAL_REQUESTS}' in {annotations})"
+            ),
+        },
+        {
+            "name": "not-system-or-critical",
+            "expression": (
+                f"!({has_class} && {class_name} in {_cel_strings(skipped_classes)}) && "
+                f"!({has_priority} && {priority} >= {SYSTEM_PRIORITY_MIN}) && "
+                f"!({has_priority} && {priority} >= {critical_value} && "
+                f"!({has_class} && {class_name} in {_cel_strings(temper_classes)}))"
+            ),
+        },
+    ]
 
 
 @dataclass(frozen=True)
@@ -80,6 +125,7 @@ def webhook_configuration_manifest(
                     }
                 ],
                 "namespaceSelector": {"matchLabels": {OVERCOMMIT_LABEL: OVERCOMMIT_ENABLED}},
+                "matchConditions": match_conditions(),
                 "failurePolicy": "Ignore",
                 "sideEffects": "None",
                 "timeoutSeconds": TIMEOUT_SECONDS,

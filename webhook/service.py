@@ -6,7 +6,7 @@ import logging
 import uvloop
 
 from temper.kube import KubeClient, Reflector
-from temper.service import run_service
+from temper.service import freeze_long_lived_objects, run_service
 from temper.tasks import TaskOwner
 from webhook.certificates import build_serving_tls
 from webhook.limitranges import LIMIT_RANGES_PATH, LimitRangeIndex
@@ -33,7 +33,13 @@ async def _start_admitting(
     """
     await limit_ranges.synced.wait()
     index.synced = True
-    log.info("LimitRanges listed", extra={"limit_ranges": len(limit_ranges.store)})
+    # Every admission call waits for a full collection that happens during it; after the
+    # freeze, one walks only the objects created since (see freeze_long_lived_objects).
+    frozen = freeze_long_lived_objects()
+    log.info(
+        "LimitRanges listed",
+        extra={"limit_ranges": len(limit_ranges.store), "frozen_objects": frozen},
+    )
     if settings.register_webhook_url is not None:
         manifest = webhook_configuration_manifest(
             url=settings.register_webhook_url, ca_bundle_pem=ca_bundle_pem
