@@ -1,8 +1,9 @@
 """Replay a trace against Temper, VPA and KRR and score their CPU requests.
 
 Every method re-computes its request every ``cadence_seconds`` from the history up to
-that moment, as if each recommendation were applied at once (in-place resize). Scores
-over the scored seconds:
+that moment, as if each recommendation were applied at once (in-place resize). Temper is
+scored twice: its tracking request, made for exactly that use, and its reviewed request,
+made to be applied by hand and held. Scores over the scored seconds:
 
 - slack: mean of (request - CPU used), in millicores (negative when under-provisioned);
 - above share: the share of seconds whose CPU use exceeds the request;
@@ -23,7 +24,11 @@ from rightsizer.baselines import (
     VpaCpuRecommender,
     krr_simple_millicores,
 )
-from rightsizer.recommend import RecommendationPolicy, recommend_container
+from rightsizer.recommend import (
+    ContainerRecommendation,
+    RecommendationPolicy,
+    recommend_container,
+)
 
 VPA_SAMPLE_SECONDS = 60.0
 
@@ -36,19 +41,47 @@ class Method(Protocol):
     def recommend(self, now_seconds: float) -> int | None: ...
 
 
-class TemperMethod:
-    """Temper's recommender on the per-thread history."""
-
-    name = "Temper"
+class TemperRun:
+    """Temper's recommendations on one trace, computed once per moment for both requests."""
 
     def __init__(self, trace: Trace, policy: RecommendationPolicy) -> None:
         self.trace = trace
         self.policy = policy
+        self.computed: dict[float, ContainerRecommendation] = {}
         # Computed once on the whole trace, then every window takes a slice of it.
         _ = trace.history.demand
 
+    def at(self, now_seconds: float) -> ContainerRecommendation:
+        """Return the recommendation for the window ending at ``now_seconds``."""
+        if now_seconds not in self.computed:
+            self.computed[now_seconds] = recommend_container(
+                self.trace.history, self.policy, now_seconds
+            )
+        return self.computed[now_seconds]
+
+
+class TemperMethod:
+    """Temper's tracking request, which this replay applies at once like every request."""
+
+    name = "Temper"
+
+    def __init__(self, run: TemperRun) -> None:
+        self.run = run
+
     def recommend(self, now_seconds: float) -> int | None:
-        return recommend_container(self.trace.history, self.policy, now_seconds).request_millicores
+        return self.run.at(now_seconds).tracking_request_millicores
+
+
+class TemperReviewedMethod:
+    """Temper's reviewed request, sized to be held over the whole window."""
+
+    name = "Temper reviewed"
+
+    def __init__(self, run: TemperRun) -> None:
+        self.run = run
+
+    def recommend(self, now_seconds: float) -> int | None:
+        return self.run.at(now_seconds).request_millicores
 
 
 class VpaMethod:

@@ -10,7 +10,7 @@ from bench.rightsizer_learned import Detection
 from bench.rightsizer_replay import Score, slack_at_risk
 from bench.rightsizer_traces import DAY_SECONDS, Trace
 
-METHODS = ("Temper", "VPA", "KRR")
+METHODS = ("Temper", "Temper reviewed", "VPA", "KRR")
 # Results of one suite: method -> trace name -> score.
 Results = dict[str, dict[str, Score]]
 
@@ -39,14 +39,13 @@ def mean_of(results: Results, method: str, names: Sequence[str], field: str) -> 
     return float(np.mean([getattr(results[method][name], field) for name in names]))
 
 
-def print_suite(traces: Sequence[Trace], results: Results) -> tuple[float, float, float]:
+def print_suite(traces: Sequence[Trace], results: Results) -> dict[str, tuple[float, float]]:
     """Print slack and seconds above per family.
 
-    Returns the change of Temper's mean slack against VPA's, and both shares of seconds
-    above the request.
+    Returns each method's mean slack and mean share of seconds above over all traces.
     """
     print(row(["family", *(f"{m} slack" for m in METHODS), *(f"{m} above" for m in METHODS)]))
-    print(row(["---", *["---:"] * 6]))
+    print(row(["---", *["---:"] * (2 * len(METHODS))]))
     groups = [
         (family, [t.name for t in traces if t.family == family]) for family in families(traces)
     ]
@@ -55,14 +54,23 @@ def print_suite(traces: Sequence[Trace], results: Results) -> tuple[float, float
         slack = [mean_of(results, m, names, "slack_millicores") for m in METHODS]
         above = [mean_of(results, m, names, "above_share") for m in METHODS]
         print(row([family, *(f"{s:.0f}m" for s in slack), *(percent(a) for a in above)]))
-    slack = [mean_of(results, m, groups[-1][1], "slack_millicores") for m in METHODS]
-    above = [mean_of(results, m, groups[-1][1], "above_share") for m in METHODS]
-    change = (slack[0] - slack[1]) / slack[1]
-    print(
-        f"\nTemper's mean slack is {change * 100:+.1f}% against VPA's, with "
-        f"{percent(above[0])} of seconds above the request against VPA's {percent(above[1])}."
-    )
-    return change, above[0], above[1]
+    overall = {
+        m: (
+            mean_of(results, m, groups[-1][1], "slack_millicores"),
+            mean_of(results, m, groups[-1][1], "above_share"),
+        )
+        for m in METHODS
+    }
+    vpa_slack, vpa_above = overall["VPA"]
+    print()
+    for method in ("Temper", "Temper reviewed"):
+        method_slack, method_above = overall[method]
+        print(
+            f"{method}: mean slack {(method_slack - vpa_slack) / vpa_slack * 100:+.1f}% "
+            f"against VPA's, with {percent(method_above)} of seconds above the request "
+            f"against VPA's {percent(vpa_above)}."
+        )
+    return overall
 
 
 def fixed_request_slack(trace: Trace, above_share: float) -> float:
@@ -170,7 +178,7 @@ def print_equal_risk(
 def print_reaction(traces: Sequence[Trace], results: Results) -> list[float]:
     """Print the reaction to each step up; return Temper's reaction times in seconds."""
     print(row(["step-up trace", *METHODS]))
-    print(row(["---", *["---:"] * 3]))
+    print(row(["---", *["---:"] * len(METHODS)]))
     temper: list[float] = []
     for trace in (t for t in traces if t.family == "step-up"):
         cells = []
@@ -231,12 +239,37 @@ def plot_step(trace: Trace, results: Results, path: Path) -> None:
     figure.savefig(path)
 
 
+def plot_day(trace: Trace, results: Results, path: Path) -> None:
+    """Plot the requests of every method over the scored day of one trace."""
+    figure = Figure(figsize=(9, 3.5), dpi=90)
+    axes = figure.subplots()
+    end = int(trace.history.end_seconds[-1])
+    start = end - int(DAY_SECONDS)
+    per_minute = trace.used_per_second[start:end].reshape(-1, 60).mean(axis=1)
+    hours = np.arange(len(per_minute)) / 60
+    axes.plot(hours, per_minute, color="grey", lw=0.7, label="CPU used (1-min mean)")
+    for method in METHODS:
+        result = results[method][trace.name]
+        axes.step(
+            (result.step_times - start) / 3600,
+            result.requests / 1000,
+            where="post",
+            label=f"{method} request",
+        )
+    axes.set_xlabel("hours into the scored day")
+    axes.set_ylabel("cores")
+    axes.set_title(f"Daily cycle ({trace.name}): request re-computed every 5 minutes")
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def plot_slack(traces: Sequence[Trace], results: Results, path: Path) -> None:
     """Plot mean slack and seconds above the request per family and method."""
     names = families(traces)
     figure = Figure(figsize=(9, 4), dpi=90)
     axes_slack, axes_above = figure.subplots(1, 2)
-    width = 0.27
+    width = 0.8 / len(METHODS)
     positions = np.arange(len(names))
     for offset, method in enumerate(METHODS):
         members = [[t.name for t in traces if t.family == f] for f in names]
@@ -248,7 +281,7 @@ def plot_slack(traces: Sequence[Trace], results: Results, path: Path) -> None:
         (axes_slack, "mean slack (millicores)"),
         (axes_above, "seconds above request (%)"),
     ):
-        axes.set_yticks(positions + width, names, fontsize=8)
+        axes.set_yticks(positions + width * (len(METHODS) - 1) / 2, names, fontsize=8)
         axes.set_title(title, fontsize=10)
         axes.invert_yaxis()
     axes_above.set_yticklabels([])

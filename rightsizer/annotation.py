@@ -2,10 +2,10 @@
 
 Compact JSON, sorted keys::
 
-    {"v": 1, "ts": 1733333333, "status": "proposed", "pods": 3,
+    {"v": 1, "ts": 1733333333, "status": "proposed", "pods": 3, "trk_s": 300,
      "window": {"start": 1733246933, "end": 1733333333, "observed_s": 86390.0},
      "containers": {"app": {
-         "req_m": 1350, "lim_m": null, "lim_why": "no CPU limit: ...",
+         "req_m": 1350, "trk_req_m": 1180, "lim_m": null, "lim_why": "no CPU limit: ...",
          "cur_req_m": 2000, "cur_lim_m": null, "conf": 0.98, "basis": "window",
          "findings": [{"kind": "hot-thread", "group": "evloop", "pods": 3,
                        "metrics": {"hot_fraction": 0.62}, "advice": "..."}]}},
@@ -13,7 +13,9 @@ Compact JSON, sorted keys::
 
 ``status`` is ``proposed`` until someone runs ``temper rightsize accept`` or ``dismiss``;
 ``decision`` then records when and an optional note. The rightsizer never changes the
-pod template itself.
+pod template itself. ``req_m`` is the reviewed request; ``trk_req_m`` is the tracking
+request, valid for ``trk_s`` seconds after ``ts`` (for an automation that resizes pods in
+place). Both tracking fields are optional, so annotations written before them still parse.
 """
 
 from dataclasses import dataclass, replace
@@ -59,6 +61,7 @@ class ContainerAdvice:
     confidence: float
     basis: str
     findings: tuple[FindingSummary, ...] = ()
+    tracking_request_millicores: int | None = None
 
     @property
     def values(self) -> tuple[int, int | None]:
@@ -79,6 +82,7 @@ class WorkloadRecommendation:
     status: Status = Status.PROPOSED
     decided_seconds: float | None = None
     note: str | None = None
+    tracking_seconds: float | None = None  # how long the tracking requests stay valid
 
     def same_values(self, other: "WorkloadRecommendation") -> bool:
         """True when both recommend the same request and limit for the same containers."""
@@ -106,6 +110,8 @@ class WorkloadRecommendation:
             },
             "containers": {name: _encode_container(c) for name, c in self.containers.items()},
         }
+        if self.tracking_seconds is not None:
+            value["trk_s"] = round(self.tracking_seconds)
         if self.decided_seconds is not None:
             decision: dict[str, Any] = {"ts": round(self.decided_seconds)}
             if self.note:
@@ -143,6 +149,7 @@ class WorkloadRecommendation:
                 status=Status(data["status"]),
                 decided_seconds=float(decision["ts"]) if "ts" in decision else None,
                 note=decision.get("note"),
+                tracking_seconds=float(data["trk_s"]) if data.get("trk_s") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidAnnotationError(
@@ -152,7 +159,7 @@ class WorkloadRecommendation:
 
 
 def _encode_container(advice: ContainerAdvice) -> dict[str, Any]:
-    return {
+    value: dict[str, Any] = {
         "req_m": advice.request_millicores,
         "lim_m": advice.limit_millicores,
         "lim_why": advice.limit_reason,
@@ -171,6 +178,9 @@ def _encode_container(advice: ContainerAdvice) -> dict[str, Any]:
             for f in advice.findings
         ],
     }
+    if advice.tracking_request_millicores is not None:
+        value["trk_req_m"] = advice.tracking_request_millicores
+    return value
 
 
 def _optional_int(value: Any) -> int | None:
@@ -186,6 +196,7 @@ def _decode_container(data: dict[str, Any]) -> ContainerAdvice:
         current_limit_millicores=_optional_int(data.get("cur_lim_m")),
         confidence=float(data["conf"]),
         basis=str(data.get("basis", "window")),
+        tracking_request_millicores=_optional_int(data.get("trk_req_m")),
         findings=tuple(
             FindingSummary(
                 kind=str(f["kind"]),

@@ -27,7 +27,10 @@ img { max-width: 100%; }
 
 
 def plot_history(
-    history: ContainerHistory, request_millicores: int, current_millicores: int | None
+    history: ContainerHistory,
+    request_millicores: int,
+    current_millicores: int | None,
+    tracking_millicores: int | None = None,
 ) -> str:
     """Return a base64 PNG of usage, demand and the top thread over time, with the requests."""
     hours = (history.end_seconds - history.end_seconds[-1]) / 3600
@@ -38,6 +41,10 @@ def plot_history(
     axes.plot(hours, history.usage.sum(axis=1), lw=0.8, label="CPU used")
     axes.plot(hours, history.usage.max(axis=1), lw=0.8, label="busiest thread")
     axes.axhline(request_millicores / 1000, color="green", ls="--", label="recommended request")
+    if tracking_millicores is not None:
+        axes.axhline(
+            tracking_millicores / 1000, color="purple", ls="-.", label="tracking request (now)"
+        )
     if current_millicores is not None:
         axes.axhline(current_millicores / 1000, color="grey", ls=":", label="current request")
     axes.set_xlabel("hours before the newest interval")
@@ -71,7 +78,10 @@ def write_html(
             if advice is None or history.intervals == 0:
                 continue
             image = plot_history(
-                history, advice.request_millicores, advice.current_request_millicores
+                history,
+                advice.request_millicores,
+                advice.current_request_millicores,
+                advice.tracking_request_millicores,
             )
             parts.append(
                 f"<img alt='{html.escape(str(history.key))}' src='data:image/png;base64,{image}'>"

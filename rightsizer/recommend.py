@@ -2,15 +2,25 @@
 
 Demand of a thread in an interval is its CPU time plus its run-queue delay, capped at one
 core: the time it wanted a CPU. It stays high when the container is starved, where CPU
-usage alone under-estimates the need. The request is::
+usage alone under-estimates the need. Two requests come out of the same history:
 
-    hot threads x 1 core + P_p(demand of the other threads over the window) x (1 + margin)
+- the reviewed request, for a person who applies it and keeps it::
 
-A hot thread cannot use more than one core, so it adds exactly one core and no margin.
-When the median of the last ``reaction_minutes`` exceeds the window's percentile, the
-level has stepped up. The request then covers the maximum of those recent minutes plus
-``STEP_MARGIN_FRACTION``, so a step up shows after about half of ``reaction_minutes``.
-A step down shows once the old level has left the top of the window.
+      hot threads x 1 core + P(1 - target ratio) of the other threads' demand over the window
+
+- the tracking request, for an automation that applies it again every apply interval::
+
+      hot threads x 1 core + recent level of the other threads' demand x (1 + backtested margin)
+
+  (see :mod:`rightsizer.tracking`). Until the history holds enough for the backtest, it
+  equals the reviewed request.
+
+Both add the safety margin on top. A hot thread cannot use more than one core, so it adds
+exactly one core and no margin. When the median of the last ``reaction_minutes`` exceeds
+the level a request covers, demand has stepped up: that request then covers the maximum of
+those recent minutes plus ``STEP_MARGIN_FRACTION``, so a step up shows after about half of
+``reaction_minutes``. A step down shows in the tracking request within the level window,
+and in the reviewed request once the old level has left the top of the window.
 """
 
 import math
@@ -20,6 +30,7 @@ import numpy as np
 
 from rightsizer.findings import Analysis, Finding, FindingKind, analyse
 from rightsizer.history import ContainerHistory, ContainerKey, FloatArray
+from rightsizer.tracking import forecast
 
 FULL_CONFIDENCE_INTERVALS = 30
 LIMIT_STEP_MILLICORES = 100
@@ -34,9 +45,11 @@ class RecommendationPolicy:
     """Parameters of the request computation; RightsizerSettings describes each field."""
 
     window_seconds: float = 24 * 3600.0
-    demand_percentile: float = 0.95
+    target_above_ratio: float = 0.05
     margin_fraction: float = 0.0
     reaction_seconds: float = 360.0
+    apply_interval_seconds: float = 300.0
+    level_seconds: float = 1800.0
     min_cpu_millicores: int = 10
     recommend_limits: bool = False
 
@@ -46,10 +59,12 @@ class ContainerRecommendation:
     """The recommendation for one container of one pod, with its evidence."""
 
     key: ContainerKey
-    request_millicores: int
+    request_millicores: int  # the reviewed request, covering the window
     limit_millicores: int | None
     limit_reason: str
-    basis: str  # "window" or "recent": which history set the percentile
+    basis: str  # "window" or "recent": which history set the reviewed request
+    tracking_request_millicores: int  # for the next apply interval only
+    tracking_basis: str  # "level", "recent" or "window" (too little history: the reviewed one)
     findings: tuple[Finding, ...]
     confidence: float  # 0 to 1: how much of the window the history covers
     window_start_seconds: float
@@ -91,6 +106,18 @@ def _limit(
     return limit_m, reason
 
 
+def _stepped_up(recent: FloatArray, level: float) -> float | None:
+    """Return the level that covers a step up in ``recent`` demand, or None without one."""
+    if len(recent) and float(np.median(recent)) > level:
+        # Only minutes of data at the new level: take their maximum, not a percentile.
+        return float(recent.max()) * (1 + STEP_MARGIN_FRACTION)
+    return None
+
+
+def _request_millicores(policy: RecommendationPolicy, hot: int, level: float) -> int:
+    return max(policy.min_cpu_millicores, _millicores(hot + level * (1 + policy.margin_fraction)))
+
+
 def recommend_container(
     history: ContainerHistory, policy: RecommendationPolicy, now_seconds: float
 ) -> ContainerRecommendation:
@@ -103,20 +130,34 @@ def recommend_container(
     others[analysis.hot_threads] = False
     rest = demand[:, others].sum(axis=1)
     hot = len(analysis.hot_threads)
-
-    level = _percentile(rest, policy.demand_percentile)
     recent = rest[window.end_seconds > now_seconds - policy.reaction_seconds]
+
+    level = _percentile(rest, 1 - policy.target_above_ratio)
     basis = "window"
-    if len(recent) and float(np.median(recent)) > level:
-        # Only minutes of data at the new level: take their maximum, not a percentile.
+    stepped = _stepped_up(recent, level)
+    if stepped is not None:
         # NOTE: the window's percentile passes the new level's median only once a tenth of
         # the window is at the new level (2.4 hours of 24). Until then, and now and then
         # for the rest of the day, this basis applies, so the request moves more.
-        level = float(recent.max()) * (1 + STEP_MARGIN_FRACTION)
-        basis = "recent"
-    request_m = max(
-        policy.min_cpu_millicores, _millicores(hot + level * (1 + policy.margin_fraction))
+        level, basis = stepped, "recent"
+    request_m = _request_millicores(policy, hot, level)
+
+    tracking_m, tracking_basis = request_m, "window"
+    tracked = forecast(
+        window.end_seconds,
+        window.seconds,
+        rest,
+        level_seconds=policy.level_seconds,
+        apply_interval_seconds=policy.apply_interval_seconds,
+        target_above_ratio=policy.target_above_ratio,
     )
+    if tracked is not None:
+        tracking_level, tracking_basis = tracked.request_cores, "level"
+        stepped = _stepped_up(recent, tracking_level)
+        if stepped is not None:
+            tracking_level, tracking_basis = stepped, "recent"
+        tracking_m = _request_millicores(policy, hot, tracking_level)
+
     limit_m, limit_reason = _limit(policy, analysis, rest, request_m)
     coverage = window.observed_seconds / policy.window_seconds
     confidence = min(1.0, coverage) * min(1.0, window.intervals / FULL_CONFIDENCE_INTERVALS)
@@ -126,6 +167,8 @@ def recommend_container(
         limit_millicores=limit_m,
         limit_reason=limit_reason,
         basis=basis,
+        tracking_request_millicores=tracking_m,
+        tracking_basis=tracking_basis,
         findings=tuple(analysis.findings),
         confidence=round(confidence, 2),
         window_start_seconds=float(window.end_seconds[0] - window.seconds[0])

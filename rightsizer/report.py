@@ -43,6 +43,7 @@ def render_table(entries: Sequence[tuple[Workload, WorkloadRecommendation]]) -> 
             "CONTAINER",
             "PODS",
             "CPU REQUEST",
+            "TRACKING",
             "CPU LIMIT",
             "CONFIDENCE",
             "FINDINGS",
@@ -60,6 +61,7 @@ def render_table(entries: Sequence[tuple[Workload, WorkloadRecommendation]]) -> 
                     str(recommendation.pods),
                     f"{_cpu(advice.current_request_millicores)} -> "
                     f"{_cpu(advice.request_millicores)}",
+                    _cpu(advice.tracking_request_millicores),
                     f"{_cpu(advice.current_limit_millicores)} -> {_cpu(advice.limit_millicores)}",
                     f"{advice.confidence:.2f}",
                     findings,
@@ -73,6 +75,15 @@ def render_table(entries: Sequence[tuple[Workload, WorkloadRecommendation]]) -> 
             lines.append(f"  {name or '(unnamed)'}: {advice.limit_reason}")
             if advice.basis == "recent":
                 lines.append("    demand stepped up: the request covers the last minutes only")
+            if (
+                advice.tracking_request_millicores is not None
+                and recommendation.tracking_seconds is not None
+            ):
+                minutes = recommendation.tracking_seconds / 60
+                lines.append(
+                    f"    tracking request {advice.tracking_request_millicores}m: only for an "
+                    f"automation that resizes the pods in place within {minutes:g} min"
+                )
             lines.extend(
                 f"    {f.kind} {f.group!r} in {f.pods} of {recommendation.pods} pods: {f.advice}"
                 for f in advice.findings

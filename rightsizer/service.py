@@ -42,9 +42,11 @@ def policy_from(settings: RightsizerSettings) -> RecommendationPolicy:
     """Return the recommendation policy the settings describe."""
     return RecommendationPolicy(
         window_seconds=settings.window_hours * 3600,
-        demand_percentile=settings.demand_percentile,
+        target_above_ratio=settings.target_seconds_above_ratio,
         margin_fraction=settings.margin_fraction,
         reaction_seconds=settings.reaction_minutes * 60,
+        apply_interval_seconds=settings.apply_interval_minutes * 60,
+        level_seconds=settings.level_minutes * 60,
         min_cpu_millicores=settings.min_cpu_millicores,
         recommend_limits=settings.recommend_limits,
     )
@@ -143,7 +145,7 @@ async def compute(
                 raise
             log.info("workload no longer exists, skipped", extra={"workload": str(workload)})
             continue
-        fresh = merge(items, obj, workload.kind, now)
+        fresh = merge(items, obj, workload.kind, now, policy.apply_interval_seconds)
         previous = existing_recommendation(obj, workload)
         if (
             previous is not None

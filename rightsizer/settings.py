@@ -33,28 +33,47 @@ class RightsizerSettings(ServiceSettings):
         gt=0,
         le=24.0 * 90,
         description="Hours of history a recommendation looks at; a step down in demand "
-        "shows in the request after about this long",
+        "shows in the reviewed request after about this long",
     )
-    demand_percentile: float = Field(
-        0.95,
-        gt=0.5,
-        le=1.0,
-        description="Percentile of per-interval CPU demand (CPU time plus run-queue delay) "
-        "that the request covers, as a fraction from 0.5 to 1",
+    target_seconds_above_ratio: float = Field(
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="Risk budget: the share of time the container's CPU demand (CPU time plus "
+        "run-queue delay) may exceed the request, as a fraction from 0 to 0.5. The reviewed "
+        "request is the (1 - ratio) percentile of demand over the window; the tracking "
+        "request is sized so that the same share of past intervals would have been above it. "
+        "Measured over collected intervals, so use that varies within an interval adds "
+        "seconds above",
     )
     margin_fraction: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
-        description="Safety margin added to the demand percentile, as a fraction: 0.1 adds a tenth",
+        description="Safety margin added to both requests, as a fraction: 0.1 adds a tenth",
     )
     reaction_minutes: float = Field(
         6.0,
         ge=1.0,
         le=240.0,
         description="Minutes of recent history that detect a step up: once their median "
-        "exceeds the window's percentile, their maximum plus a tenth sets the request, so a "
-        "step up shows after about half this long",
+        "exceeds the level a request covers, their maximum plus a tenth sets that request, so "
+        "a step up shows after about half this long",
+    )
+    apply_interval_minutes: float = Field(
+        5.0,
+        ge=1.0,
+        le=60.0,
+        description="Minutes between two in-place applications of the tracking request by an "
+        "automation: the tracking request covers this long after it is computed. The "
+        "reviewed request covers the whole window and ignores this",
+    )
+    level_minutes: float = Field(
+        30.0,
+        ge=5.0,
+        le=240.0,
+        description="Minutes of recent demand whose mean is the level that the tracking "
+        "request follows",
     )
     min_cpu_millicores: int = Field(
         10, ge=1, description="Smallest CPU request recommended, in millicores"

@@ -1,7 +1,8 @@
 """Merge per-pod container recommendations into one per workload, and the patch to apply it.
 
 Replicas of a workload share one pod template, so each container name gets one request:
-the maximum over the pods (a replica that runs hotter sets it). A finding is listed once
+the maximum over the pods (a replica that runs hotter sets it), and likewise one tracking
+request. A finding is listed once
 per kind and group with the number of pods that show it; confidence is the lowest over
 the pods.
 """
@@ -60,8 +61,12 @@ def merge(
     workload_object: Mapping[str, Any],
     kind: str,
     now_seconds: float,
+    tracking_seconds: float | None = None,
 ) -> WorkloadRecommendation:
-    """Merge the recommendations of one workload's pods into the annotation value."""
+    """Merge the recommendations of one workload's pods into the annotation value.
+
+    ``tracking_seconds`` is the apply interval that the tracking requests cover.
+    """
     current = current_cpu(pod_template(kind, workload_object))
     by_container: dict[str, list[ContainerRecommendation]] = {}
     for recommendation in recommendations:
@@ -80,6 +85,7 @@ def merge(
             confidence=min(r.confidence for r in items),
             basis=top.basis,
             findings=_merge_findings(items),
+            tracking_request_millicores=max(r.tracking_request_millicores for r in items),
         )
     return WorkloadRecommendation(
         timestamp_seconds=now_seconds,
@@ -88,6 +94,7 @@ def merge(
         observed_seconds=max(r.observed_seconds for r in recommendations),
         pods=len({r.key.pod_uid for r in recommendations}),
         containers=containers,
+        tracking_seconds=tracking_seconds,
     )
 
 

@@ -10,6 +10,7 @@ from rightsizer.annotation import Status, WorkloadRecommendation
 from rightsizer.history import ContainerKey
 from rightsizer.owners import UnknownWorkloadKindError, Workload, parse_workload
 from rightsizer.recommend import ContainerRecommendation, RecommendationPolicy, recommend_container
+from rightsizer.report import render_table
 from rightsizer.workloads import current_cpu, kubectl_patch_command, merge, resources_patch
 from temper.errors import InvalidAnnotationError
 from tests.threadhistory import Thread, history
@@ -155,3 +156,39 @@ def test_parse_workload(reference: str, kind: str) -> None:
 def test_parse_workload_invalid(reference: str) -> None:
     with pytest.raises(UnknownWorkloadKindError, match="expected KIND/NAME"):
         parse_workload(reference, "shop")
+
+
+def test_annotation_carries_tracking_request() -> None:
+    tracked = replace(CALM_POD, tracking_request_millicores=150)
+    recommendation = merge([HOT_POD, tracked], deployment(), "Deployment", 1000.0, 300.0)
+    value = orjson.loads(recommendation.encode())
+    # The tracking request is the maximum over the pods, like the reviewed one.
+    assert value["containers"]["app"]["trk_req_m"] == HOT_POD.tracking_request_millicores
+    assert value["trk_s"] == 300
+    decoded = WorkloadRecommendation.decode(recommendation.encode())
+    assert decoded.tracking_seconds == 300.0
+    assert decoded.containers == recommendation.containers
+
+
+def test_annotation_without_tracking_fields_decodes() -> None:
+    value = orjson.loads(merged().encode())
+    del value["containers"]["app"]["trk_req_m"]
+    decoded = WorkloadRecommendation.decode(orjson.dumps(value).decode())
+    assert decoded.containers["app"].tracking_request_millicores is None
+    assert decoded.tracking_seconds is None
+
+
+def test_tracking_request_does_not_reset_review() -> None:
+    original = merged().decide(Status.ACCEPTED, 2000.0, None)
+    moved = replace(CALM_POD, tracking_request_millicores=CALM_POD.request_millicores + 50)
+    fresh = merge([HOT_POD, moved], deployment(), "Deployment", 3000.0, 300.0)
+    assert fresh.same_values(original)
+
+
+def test_report_lists_tracking_request() -> None:
+    recommendation = merge([HOT_POD, CALM_POD], deployment(), "Deployment", 1000.0, 300.0)
+    text = render_table([(WEB, recommendation)])
+    tracking = recommendation.containers["app"].tracking_request_millicores
+    assert "TRACKING" in text.splitlines()[0]
+    assert f"tracking request {tracking}m: only for an automation" in text
+    assert "within 5 min" in text

@@ -42,6 +42,8 @@ def test_action_options_have_help(action: str) -> None:
         ("--retention-days", "Days"),
         ("--min-cpu-millicores", "millicores"),
         ("--reaction-minutes", "Minutes"),
+        ("--apply-interval-minutes", "Minutes"),
+        ("--level-minutes", "Minutes"),
     ],
 )
 def test_help_states_units(flag: str, unit: str) -> None:
@@ -80,10 +82,10 @@ def test_report_on_empty_history(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 
 def test_invalid_setting_names_field(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["rightsize", "report", "--demand-percentile", "0.3"]) == 2
+    assert main(["rightsize", "report", "--target-seconds-above-ratio", "0.7"]) == 2
     error = capsys.readouterr().err
-    assert "demand_percentile" in error
-    assert "TEMPER_RIGHTSIZE_DEMAND_PERCENTILE" in error
+    assert "target_seconds_above_ratio" in error
+    assert "TEMPER_RIGHTSIZE_TARGET_SECONDS_ABOVE_RATIO" in error
 
 
 def test_accept_rejects_unknown_kind(capsys: pytest.CaptureFixture[str]) -> None:

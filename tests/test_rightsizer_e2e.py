@@ -137,6 +137,9 @@ async def test_recommendation_lands_on_deployment(
     # One core for the hot thread plus 4 x 0.05 core of workers; intervals are stored in
     # whole milliseconds, so allow a few millicores.
     assert 1190 <= advice["req_m"] <= 1210
+    # Four 1-s intervals are too few for the tracking backtest, so it equals req_m.
+    assert advice["trk_req_m"] == advice["req_m"]
+    assert value["trk_s"] == 300
     assert advice["cur_req_m"] == 2000
     assert advice["lim_m"] is None
     assert [(f["kind"], f["group"], f["pods"]) for f in advice["findings"]] == [
