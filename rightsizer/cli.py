@@ -14,7 +14,9 @@ DESCRIPTION = (
     "Collect per-thread CPU time and run-queue delay from the agents' /observe endpoints into "
     "a SQLite history, find what container averages hide (hot threads, burst pools, wake "
     "chains), and write CPU request recommendations as the annotation "
-    "temper.codes/recommendation on each owning workload for review. Nothing is applied."
+    "temper.codes/recommendation on each owning workload for review. Only `apply` with "
+    "--apply-tracking-enabled changes pods: it resizes the pods of opted-in workloads in "
+    "place to their tracking request."
 )
 
 ACTIONS = {
@@ -23,6 +25,8 @@ ACTIONS = {
     "report": "print the recommendations (table or JSON) and optionally an HTML page",
     "accept": "record on a workload's annotation that its recommendation was accepted",
     "dismiss": "record on a workload's annotation that its recommendation was dismissed",
+    "apply": "every apply interval, resize the pods of opted-in workloads in place to their "
+    "tracking request (a dry run unless --apply-tracking-enabled is given)",
 }
 
 
@@ -34,13 +38,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             name, help=summary, description=summary[0].upper() + summary[1:] + "."
         )
         settings_tree.add_arguments(sub, RightsizerSettings)
-        if name == "collect":
+        if name in ("collect", "apply"):
             sub.add_argument(
                 "--ticks",
                 type=int,
                 default=None,
                 metavar="COUNT",
-                help="Stop after this many collect intervals (default: run until SIGTERM)",
+                help=f"Stop after this many {name} intervals (default: run until SIGTERM)",
             )
         elif name == "recommend":
             sub.add_argument(
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_tree.load(RightsizerSettings, "rightsize", args)
     if args.action == "collect":
         return _collect(settings, args.ticks)
+    if args.action == "apply":
+        return _apply(settings, args.ticks)
     logs.configure(settings.log_level, settings.log_json)
     if args.action in ("recommend", "report"):
         return _recommend(settings, args)
@@ -98,6 +104,21 @@ def _collect(settings: RightsizerSettings, ticks: int | None) -> int:
         await collect(settings, stop)
 
     return run_service("temper rightsize collect", settings, main)
+
+
+def _apply(settings: RightsizerSettings, ticks: int | None) -> int:
+    from rightsizer.applyservice import serve_applier  # noqa: PLC0415
+    from temper.service import run_service  # noqa: PLC0415
+
+    if ticks is not None:
+        logs.configure(settings.log_level, settings.log_json)
+        asyncio.run(serve_applier(settings, asyncio.Event(), ticks=ticks, out=sys.stdout))
+        return 0
+
+    async def main(stop: asyncio.Event) -> None:
+        await serve_applier(settings, stop)
+
+    return run_service("temper rightsize apply", settings, main)
 
 
 def _recommend(settings: RightsizerSettings, args: argparse.Namespace) -> int:

@@ -111,6 +111,13 @@ class OwnerResolver:
             if error.status == 404:
                 return None
             raise
+        return await self.owner_of_object(obj)
+
+    async def owner_of_object(self, obj: Mapping[str, Any]) -> Workload:
+        """Return the workload of a pod object already read from the API server."""
+        metadata = obj.get("metadata") or {}
+        namespace = str(metadata.get("namespace", ""))
+        pod = str(metadata.get("name", ""))
         owner = _controller(obj)
         if owner is None:
             return Workload("Pod", namespace, pod)

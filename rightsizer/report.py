@@ -82,7 +82,8 @@ def render_table(entries: Sequence[tuple[Workload, WorkloadRecommendation]]) -> 
                 minutes = recommendation.tracking_seconds / 60
                 lines.append(
                     f"    tracking request {advice.tracking_request_millicores}m: only for an "
-                    f"automation that resizes the pods in place within {minutes:g} min"
+                    f"automation that resizes the pods in place within {minutes:g} min, "
+                    "such as `temper rightsize apply`"
                 )
             lines.extend(
                 f"    {f.kind} {f.group!r} in {f.pods} of {recommendation.pods} pods: {f.advice}"

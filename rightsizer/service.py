@@ -7,6 +7,7 @@ owning workload; nothing here changes a pod template.
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from rightsizer.annotation import Status, WorkloadRecommendation
@@ -36,6 +37,7 @@ class WorkloadEntry:
     recommendation: WorkloadRecommendation
     pod_recommendations: list[ContainerRecommendation] = field(default_factory=list)
     histories: list[ContainerHistory] = field(default_factory=list)
+    previous: WorkloadRecommendation | None = None  # the annotation the workload carried
 
 
 def policy_from(settings: RightsizerSettings) -> RecommendationPolicy:
@@ -105,9 +107,18 @@ async def _owner(
 
 
 async def compute(
-    settings: RightsizerSettings, client: KubeClient, store: HistoryStore
+    settings: RightsizerSettings,
+    client: KubeClient,
+    store: HistoryStore,
+    *,
+    namespaces: Collection[str] | None = None,
+    include: Callable[[Workload, JsonObject], bool] | None = None,
 ) -> list[WorkloadEntry]:
-    """Recommend for every workload with history in the window ending at the newest data."""
+    """Recommend for every workload with history in the window ending at the newest data.
+
+    ``namespaces`` limits the history read to pods in those namespaces; ``include``, called
+    with each workload and its object, limits the result further.
+    """
     latest = store.latest_seconds()
     if latest is None:
         return []
@@ -118,6 +129,8 @@ async def compute(
     pending: dict[Workload, list[ContainerRecommendation]] = {}
     histories: dict[Workload, list[ContainerHistory]] = {}
     for key in store.containers(latest - policy.window_seconds):
+        if namespaces is not None and key.namespace not in namespaces:
+            continue
         if not key.container:
             # Without a name the recommendation cannot be matched to the pod template.
             log.info("container name unknown, history skipped", extra={"container": str(key)})
@@ -145,6 +158,8 @@ async def compute(
                 raise
             log.info("workload no longer exists, skipped", extra={"workload": str(workload)})
             continue
+        if include is not None and not include(workload, obj):
+            continue
         fresh = merge(items, obj, workload.kind, now, policy.apply_interval_seconds)
         previous = existing_recommendation(obj, workload)
         if (
@@ -153,7 +168,7 @@ async def compute(
             and previous.same_values(fresh)
         ):
             fresh = fresh.decide(previous.status, previous.decided_seconds or now, previous.note)
-        grouped[workload] = WorkloadEntry(workload, fresh, items, histories[workload])
+        grouped[workload] = WorkloadEntry(workload, fresh, items, histories[workload], previous)
     return list(grouped.values())
 
 

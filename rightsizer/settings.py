@@ -64,9 +64,10 @@ class RightsizerSettings(ServiceSettings):
         5.0,
         ge=1.0,
         le=60.0,
-        description="Minutes between two in-place applications of the tracking request by an "
-        "automation: the tracking request covers this long after it is computed. The "
-        "reviewed request covers the whole window and ignores this",
+        description="Minutes between two in-place applications of the tracking request by "
+        "`temper rightsize apply` (its pass interval) or another automation: the tracking "
+        "request covers this long after it is computed. The reviewed request covers the "
+        "whole window and ignores this",
     )
     level_minutes: float = Field(
         30.0,
@@ -76,10 +77,40 @@ class RightsizerSettings(ServiceSettings):
         "request follows",
     )
     min_cpu_millicores: int = Field(
-        10, ge=1, description="Smallest CPU request recommended, in millicores"
+        10,
+        ge=1,
+        description="Smallest CPU request recommended, and the smallest one `apply` sets, "
+        "in millicores",
     )
     recommend_limits: bool = Field(
         False,
         description="Also recommend a CPU limit (otherwise the limit is left unset and the "
         "recommendation says why)",
     )
+    apply_tracking_enabled: bool = Field(
+        False,
+        description="Let `temper rightsize apply` resize the running pods of opted-in "
+        "workloads (label temper.codes/rightsize-apply=tracking on the Namespace or the "
+        "workload) in place to their tracking request. Off: `apply` only reports what it "
+        "would resize and writes nothing",
+    )
+    apply_hysteresis_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Resize a container only when its bounded tracking request differs from "
+        "its current CPU request by more than this fraction of the current request",
+    )
+    apply_max_resized_pods: int = Field(
+        20,
+        ge=1,
+        le=10000,
+        description="Maximum number of pods resized in place per apply interval; the others "
+        "wait for the next interval. Pods with an increase go first, then the largest change",
+    )
+    listen_address: str = Field(
+        "127.0.0.1",
+        description="Address of the /metrics and /healthz server while `apply` runs as a "
+        "service (without --ticks)",
+    )
+    port: int = Field(9404, ge=0, le=65535, description="TCP port of that server (0: any)")

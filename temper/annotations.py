@@ -23,6 +23,11 @@ OVERCOMMIT_ENABLED = "enabled"
 ORIGINAL_REQUESTS = f"{DOMAIN}/original-requests"
 PROFILE = f"{DOMAIN}/profile"
 RECOMMENDATION = f"{DOMAIN}/recommendation"
+# Opt-in label of the rightsizer's applier, on a Namespace or a workload object.
+RIGHTSIZE_APPLY_LABEL = f"{DOMAIN}/rightsize-apply"
+RIGHTSIZE_APPLY_TRACKING = "tracking"
+RIGHTSIZE_APPLY_OFF = "off"
+RIGHTSIZE_APPLIED = f"{DOMAIN}/rightsize-applied"
 
 TIER_LOAD_VERSION = 1
 ORIGINAL_REQUESTS_VERSION = 1

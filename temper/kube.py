@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,27 @@ ObjectTransform = Callable[[JsonObject], JsonObject]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+def status_message(error: KubernetesError) -> str:
+    """Return the ``message`` of the API server's Status body in ``error``, or the error text.
+
+    KubeClient keeps the first 500 bytes of an error body, so a long Status may arrive cut
+    short. The message comes early in the body, so a pattern still finds it then.
+    """
+    text = str(error)
+    _, separator, body = text.partition(f"HTTP {error.status}: ")
+    if not separator:
+        return text
+    try:
+        status = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        match = re.search(r'"message":"((?:[^"\\]|\\.)*)', body)
+        return match.group(1).replace('\\"', '"') if match else body
+    if isinstance(status, dict) and isinstance(status.get("message"), str):
+        return str(status["message"])
+    return body
 
 
 def object_key(obj: Mapping[str, Any]) -> str:

@@ -24,7 +24,14 @@ def action_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_rightsize_has_every_action() -> None:
-    assert set(action_parsers()) == {"collect", "recommend", "report", "accept", "dismiss"}
+    assert set(action_parsers()) == {
+        "collect",
+        "recommend",
+        "report",
+        "accept",
+        "dismiss",
+        "apply",
+    }
 
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
@@ -44,6 +51,8 @@ def test_action_options_have_help(action: str) -> None:
         ("--reaction-minutes", "Minutes"),
         ("--apply-interval-minutes", "Minutes"),
         ("--level-minutes", "Minutes"),
+        ("--apply-hysteresis-fraction", "fraction"),
+        ("--apply-max-resized-pods", "pods"),
     ],
 )
 def test_help_states_units(flag: str, unit: str) -> None:
@@ -79,6 +88,21 @@ def test_report_on_empty_history(capsys: pytest.CaptureFixture[str], tmp_path: P
     args = ["--history-path", str(path), "--kubeconfig", str(tmp_path / "no-kubeconfig")]
     assert main(["rightsize", "report", *args]) == 0
     assert capsys.readouterr().out.startswith("no recommendations")
+
+
+def test_apply_without_history_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "none.sqlite"
+    code = main(["rightsize", "apply", "--ticks", "1", "--history-path", str(missing)])
+    assert code == 2
+    assert f"history file {missing} does not exist" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_apply_rejects_invalid_hysteresis(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rightsize", "apply", "--apply-hysteresis-fraction", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "apply_hysteresis_fraction" in error
+    assert "TEMPER_RIGHTSIZE_APPLY_HYSTERESIS_FRACTION" in error
 
 
 def test_invalid_setting_names_field(capsys: pytest.CaptureFixture[str]) -> None:
