@@ -46,6 +46,8 @@ def test_manifest_policy_fields() -> None:
     assert hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["matchPolicy"] == "Equivalent"
     assert hook["namespaceSelector"] == {"matchLabels": {"temper.codes/overcommit": "enabled"}}
+    names = [condition["name"] for condition in hook["matchConditions"]]
+    assert names == ["not-mirror-or-already-mutated", "not-system-or-critical"]
     assert hook["rules"] == [
         {
             "operations": ["CREATE"],
