@@ -19,6 +19,7 @@ from agent.metrics import AgentMetrics
 from agent.observe.wiring import Observation
 from agent.podinfo import PodInfo, pod_info
 from agent.profiles.resolver import ProfileResolver
+from agent.scxmonitor import ScxStatsMonitor
 from agent.settings import AgentSettings
 from agent.stockmode import StockKernelMode
 from agent.supervisor import SchedulerSupervisor, config_digest
@@ -71,19 +72,40 @@ class AgentService:
             sysfs_root=settings.sysfs_root,
             state_dir=settings.state_dir,
             min_restart_interval_seconds=settings.min_restart_interval_seconds,
+            attach_timeout_seconds=settings.scheduler_attach_timeout_seconds,
         )
         self.layout = CgroupLayout(
             settings.cgroup_root,
             detect_cgroup_version(settings.cgroup_root),
             settings.cgroup_driver,
         )
-        self.stock_mode = StockKernelMode(self.layout, settings.state_dir / "cpu-idle.json")
+        self.stock_mode = StockKernelMode(
+            self.layout,
+            settings.state_dir / "cpu-idle.json",
+            critical_cpu_shares=settings.stock_kernel_critical_cpu_shares,
+            high_cpu_shares=settings.stock_kernel_high_cpu_shares,
+        )
         self.profiles = ProfileResolver(settings.profile_dirs)
         self.observation = Observation(
             settings, self.layout, self.pods.store.values, self.metrics.registry
         )
         self.plan: LayerPlan | None = None
         self.config_bytes: bytes | None = None
+        # Written configs by digest: the current one and the one the scheduler runs.
+        self._configs: dict[str, list[dict[str, Any]]] = {}
+        observer = self.observation.observer
+        self.scx_monitor = ScxStatsMonitor(
+            settings.scx_stats_socket_path,
+            settings.scx_stats_interval_seconds,
+            settings.scx_stats_timeout_seconds,
+            attached=self.supervisor.attached,
+            instance=self.supervisor.instance,
+            running_config=self.running_config,
+            layer_check=observer.layer_check if self.observation.enabled else None,
+            targets=observer.pod_targets,
+        )
+        if settings.scx_stats_enabled:
+            self.scx_monitor.register(self.metrics.registry)
         self.scheduler_status = annotations.SCHEDULER_STOCK
         self.ready = asyncio.Event()
         self._reported_invalid: set[str] = set()
@@ -189,11 +211,21 @@ class AgentService:
         temporary.write_bytes(content)
         os.replace(temporary, path)
         self.config_bytes = content
+        running = self.supervisor.running_digest
+        digest = config_digest(content)
+        self._configs = {key: value for key, value in self._configs.items() if key == running} | {
+            digest: plan.config
+        }
         self.metrics.config_writes.inc()
         log.info(
             "layer config written",
             extra={"path": str(path), "layers": [layer["name"] for layer in plan.config]},
         )
+
+    def running_config(self) -> list[dict[str, Any]] | None:
+        """Return the config the running scheduler was started with, if this agent wrote it."""
+        digest = self.supervisor.running_digest
+        return None if digest is None else self._configs.get(digest)
 
     def decide(self, infos: list[PodInfo], support: SchedExtSupport) -> Decision:
         """Pick the scheduler state from safe mode, kernel support and the pods present."""
@@ -379,6 +411,8 @@ async def serve(settings: AgentSettings, stop: asyncio.Event) -> None:
         owner.spawn("namespace", service.namespace.run())
         loop = owner.spawn("reconcile", service.reconcile_loop(stop))
         owner.spawn("observe", service.observation.run(stop))
+        if settings.scx_stats_enabled:
+            owner.spawn("scx-stats", service.scx_monitor.run(stop))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([loop, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

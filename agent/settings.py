@@ -3,7 +3,7 @@
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from temper.service import ServiceSettings
 
@@ -74,6 +74,13 @@ class AgentSettings(ServiceSettings):
         description="Minimum seconds between scheduler restarts caused by config changes; each "
         "restart runs the stock scheduler for a moment",
     )
+    scheduler_attach_timeout_seconds: float = Field(
+        30.0,
+        ge=1.0,
+        le=900.0,
+        description="Seconds a starting scx_layered may take to load its BPF programs and "
+        "attach before it is stopped and the start counts as failed",
+    )
     stop_scheduler_on_exit: bool = Field(
         True,
         description="Stop scx_layered when the agent shuts down (SIGTERM), returning the node "
@@ -82,12 +89,51 @@ class AgentSettings(ServiceSettings):
     stock_kernel_mode: bool = Field(
         False,
         description="On kernels without sched_ext, give low and background pods SCHED_IDLE "
-        "treatment through cgroup cpu.idle; every changed value is restored on stop",
+        "treatment through cgroup cpu.idle and raise the CPU weight of critical and high "
+        "pods; every changed value is restored on stop",
+    )
+    stock_kernel_critical_cpu_shares: int = Field(
+        262144,
+        ge=2,
+        le=262144,
+        description="Stock-kernel mode: CPU weight given to critical pod cgroups, in cgroup "
+        "v1 cpu.shares units (cgroup v2 cpu.weight is converted as the kubelet does); a pod "
+        "whose kubelet value is higher keeps it; 2 leaves every critical pod unchanged",
+    )
+    stock_kernel_high_cpu_shares: int = Field(
+        8192,
+        ge=2,
+        le=262144,
+        description="Stock-kernel mode: CPU weight given to high pod cgroups, in cpu.shares "
+        "units like stock_kernel_critical_cpu_shares and at most that value",
     )
     profile_dirs: tuple[Path, ...] = Field(
         (),
         description="Directories of custom workload profiles (*.yaml), reread whenever their "
         "files change; a profile there replaces the builtin of the same name",
+    )
+    # -- scx_layered statistics (agent/scxmonitor.py) -----------------------------------------
+    scx_stats_enabled: bool = Field(
+        True,
+        description="Read scx_layered's statistics socket while it is attached, export the "
+        "per-layer metrics and run the layer_mismatch check",
+    )
+    scx_stats_socket_path: Path = Field(
+        Path("/var/run/scx/root/stats"),
+        description="Unix socket on which scx_layered serves its statistics (its default path)",
+    )
+    scx_stats_interval_seconds: float = Field(
+        10.0,
+        ge=1.0,
+        le=600.0,
+        description="Seconds between two reads of scx_layered's statistics; utilisation and "
+        "event counts cover the time between two reads",
+    )
+    scx_stats_timeout_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        le=60.0,
+        description="Seconds to connect to the statistics socket and receive one response",
     )
     listen_address: str = Field(
         "127.0.0.1", description="Address of the /metrics, /healthz and /readyz server"
@@ -99,6 +145,21 @@ class AgentSettings(ServiceSettings):
     )
     observe_interval_seconds: float = Field(
         1.0, ge=0.1, le=60.0, description="Seconds between two samples of the container threads"
+    )
+    observe_procfs_detail_interval_seconds: float = Field(
+        30.0,
+        ge=0.1,
+        le=600.0,
+        description="Without BPF: seconds between two reads of a thread's stat and status "
+        "files (name, last CPU, context switches), for threads that ran meanwhile; CPU time, "
+        "run-queue delay and timeslices are read every interval",
+    )
+    observe_procfs_listing_interval_seconds: float = Field(
+        2.0,
+        ge=0.1,
+        le=10.0,
+        description="Without BPF: seconds between two reads of a container cgroup's thread "
+        "list: new threads are found up to this much later (exited ones at the next sample)",
     )
     observe_max_threads: int = Field(
         16384,
@@ -148,3 +209,14 @@ class AgentSettings(ServiceSettings):
         description="Mount point of tracefs; default: /sys/kernel/tracing, else "
         "/sys/kernel/debug/tracing",
     )
+
+    @field_validator("stock_kernel_high_cpu_shares")
+    @classmethod
+    def _check_high_cpu_shares(cls, shares: int, info: ValidationInfo) -> int:
+        critical = info.data.get("stock_kernel_critical_cpu_shares")
+        if critical is not None and shares > critical:
+            raise ValueError(
+                f"{shares} is above stock_kernel_critical_cpu_shares ({critical}), which would "
+                "put high pods ahead of critical ones: lower it or raise the critical value"
+            )
+        return shares

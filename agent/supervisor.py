@@ -95,6 +95,18 @@ class SchedulerSupervisor:
         """Config digest of the running scheduler, or None when none runs."""
         return self._digest if self.is_running() else None
 
+    def instance(self) -> tuple[int | None, str]:
+        """Identify the running scheduler: its pid and the kernel's count of enables.
+
+        scx_layered re-initialises itself in the same process after CPU hotplug. The
+        kernel's ``enable_seq`` (empty on kernels without it) distinguishes such restarts.
+        """
+        try:
+            enables = (self.sysfs_root / "kernel/sched_ext/enable_seq").read_text().strip()
+        except OSError:
+            enables = ""
+        return (self._popen.pid if self._popen is not None else self._pid), enables
+
     def is_running(self) -> bool:
         """True while the scheduler process lives."""
         if self._popen is not None:
@@ -134,6 +146,9 @@ class SchedulerSupervisor:
         if desired_digest is None:
             if self.is_running() or self._pid is not None:
                 await self.stop("no enforcement wanted")
+            # A deliberate stop (safe mode, no Temper pods) is no blackout: the next start
+            # measures none.
+            self._stopped_at = None
             return
         if self.is_running() and self._digest == desired_digest:
             return

@@ -82,10 +82,34 @@ class SchedExtSupport:
     reason: str
     state: str | None = None
     ops: str | None = None
+    kernel_config: Path | None = None
 
 
-def detect_sched_ext(sysfs_root: Path, kernel_release: str | None = None) -> SchedExtSupport:
-    """Check ``kernel/sched_ext/state``, BTF and the kernel version (sched_ext needs 6.12+)."""
+def find_kernel_config(release: str, boot_dir: Path, procfs_root: Path) -> Path | None:
+    """Return the kernel config file libbpf would read, or None when neither is readable.
+
+    libbpf resolves the ``__kconfig`` externs of BPF programs (scx_layered has them) from
+    ``/boot/config-<release>`` and else from ``/proc/config.gz``, and fails the load when
+    neither can be read.
+    """
+    for candidate in (boot_dir / f"config-{release}", procfs_root / "config.gz"):
+        try:
+            with candidate.open("rb") as config:
+                config.read(1)
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def detect_sched_ext(
+    sysfs_root: Path,
+    kernel_release: str | None = None,
+    *,
+    boot_dir: Path = Path("/boot"),
+    procfs_root: Path = Path("/proc"),
+) -> SchedExtSupport:
+    """Check ``kernel/sched_ext/state``, BTF, the kernel version (6.12+) and the kernel config."""
     release = kernel_release or os.uname().release
     state_file = sysfs_root / "kernel/sched_ext/state"
     if not state_file.exists():
@@ -101,9 +125,20 @@ def detect_sched_ext(sysfs_root: Path, kernel_release: str | None = None) -> Sch
     match = re.match(r"(\d+)\.(\d+)", release)
     if match and (int(match.group(1)), int(match.group(2))) < (6, 12):
         return SchedExtSupport(False, f"kernel {release} is older than 6.12")
+    kernel_config = find_kernel_config(release, boot_dir, procfs_root)
+    if kernel_config is None:
+        return SchedExtSupport(
+            False,
+            f"kernel {release} has no readable kernel config (neither {boot_dir}/config-{release} "
+            f"nor {procfs_root}/config.gz can be read), which scx_layered needs to load its BPF "
+            "programs; install the kernel's config file in /boot (in a pod, mount the host's "
+            "/boot read-only) or build the kernel with CONFIG_IKCONFIG_PROC=y",
+        )
     state = _read(state_file)
     ops = _read(sysfs_root / "kernel/sched_ext/root/ops")
-    return SchedExtSupport(True, "sched_ext available", state=state, ops=ops)
+    return SchedExtSupport(
+        True, "sched_ext available", state=state, ops=ops, kernel_config=kernel_config
+    )
 
 
 def _read(path: Path) -> str | None:

@@ -351,8 +351,45 @@ def validate_layer_config(config: Any, *, cpus: int | None = None) -> None:
             _check_cpus(where, layer.get("kind"), cpus, problems)
     if regexes > MAX_CGROUP_REGEXES:
         problems.append(f"top level: {regexes} CgroupRegex rules, at most {MAX_CGROUP_REGEXES}")
+    _check_open_preempt_mix(config, problems)
     if problems:
         raise LayerConfigError(problems)
+
+
+def _open_layer_preempts(layer: Any) -> bool | None:
+    """True or False for an Open layer with or without ``preempt``, None for other layers."""
+    if not isinstance(layer, Mapping):
+        return None
+    kind = layer.get("kind")
+    if not isinstance(kind, dict) or not isinstance(kind.get("Open"), dict):
+        return None
+    return kind["Open"].get("preempt") is True
+
+
+def _check_open_preempt_mix(config: Sequence[Any], problems: list[str]) -> None:
+    """Reject Open layers with ``preempt: true`` beside Open layers without it.
+
+    scx_layered 1.1.2 dispatches from preempting and non-preempting Open layers in separate
+    loops. With both kinds present, its BPF load into Linux 6.18 failed with E2BIG, because
+    the verifier gave up after one million instructions. That config had 9 layers (the
+    agent's profile and tier layers on 8 CPUs), and the VM tests load it. A 3-layer config
+    with the same pair still loaded. The verifier's work grows with the layers around the
+    pair, so the pair is rejected in any config.
+    """
+    preempting: list[str] = []
+    other: list[str] = []
+    for index, layer in enumerate(config):
+        preempts = _open_layer_preempts(layer)
+        if preempts is None:
+            continue
+        label = f"layer[{index}] {layer.get('name')!r}"
+        (preempting if preempts else other).append(label)
+    if preempting and other:
+        problems.append(
+            f"{', '.join(preempting)}: an Open layer with preempt: true beside Open layers "
+            f"without preempt ({', '.join(other)}) makes scx_layered 1.1.2 fail to load its "
+            "BPF programs (E2BIG); make the preempting layer Grouped, or drop its preempt"
+        )
 
 
 def _check_cpus(where: str, kind: Any, cpus: int, problems: list[str]) -> None:

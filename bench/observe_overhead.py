@@ -14,9 +14,19 @@ does), so its resident memory is the agent's:
 - ``bpf``: observation with the BPF programs attached; the programs' own run time is read
   from the kernel (``kernel.bpf_stats_enabled`` is turned on for the phase).
 
+The passes follow the agent's schedule: one starts every interval, whatever the last one
+took. In the ``procfs`` and ``bpf`` phases the layer check runs too, as the agent runs it
+while scx_layered is attached: every ``--layer-check-interval-seconds`` (the default of
+``--scx-stats-interval-seconds``) it counts the pod threads per layer of the config the agent
+computes for these pods, twice (before and after the statistics request), in a worker
+thread. No scx_layered runs here, so nothing is compared; the counts are the check's cost.
+
 CPU use is reported as a percentage of one core: the process's user+system time over the
-phase, minus the idle baseline's. Start-up (BPF compilation, first sample) is excluded. Every
-cgroup and process the benchmark creates is removed at the end.
+phase (every thread of it), minus the idle baseline's. Start-up (BPF compilation, first
+sample, first layer count) is excluded. Every cgroup and process the benchmark creates is
+removed at the end. The options ``--procfs-detail-interval-seconds`` and
+``--procfs-listing-interval-seconds`` set the agent settings of the same names
+(``observe_procfs_*``); without them the agent's defaults apply.
 """
 
 import argparse
@@ -87,38 +97,77 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_phase(mode: str, pods_file: Path, seconds: float, interval: float) -> dict[str, Any]:
+def run_phase(mode: str, pods_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One phase, in this (child) process; returns the measurements."""
     import agent.service  # noqa: F401, PLC0415 - load every module the agent process loads
     from agent.cgroups import CgroupLayout, CgroupVersion  # noqa: PLC0415
+    from agent.layers import compute_layer_plan  # noqa: PLC0415
     from agent.observe.observer import Observer  # noqa: PLC0415
+    from agent.podinfo import pod_info  # noqa: PLC0415
     from agent.settings import AgentSettings, CgroupDriver  # noqa: PLC0415
+    from agent.topology import Topology  # noqa: PLC0415
 
+    seconds, interval = args.seconds, args.interval_seconds
     pods = json.loads(pods_file.read_text())
     state = Path(tempfile.mkdtemp(prefix="observe-bench-"))
+    extra: dict[str, float] = {}
+    if args.procfs_detail_interval_seconds is not None:
+        extra["observe_procfs_detail_interval_seconds"] = args.procfs_detail_interval_seconds
+    if args.procfs_listing_interval_seconds is not None:
+        extra["observe_procfs_listing_interval_seconds"] = args.procfs_listing_interval_seconds
     settings = AgentSettings(
         node_name="bench",
         cgroup_driver=CgroupDriver.CGROUPFS,
         bpf_enabled=mode == "bpf",
         observe_interval_seconds=interval,
         state_dir=state,
+        **extra,
     )
     layout = CgroupLayout(Path("/sys/fs/cgroup"), CgroupVersion.V1, CgroupDriver.CGROUPFS)
     observer = Observer(settings, layout, lambda: pods)
+    check = observer.layer_check
+    config = compute_layer_plan(
+        [pod_info(pod) for pod in pods], layout, Topology(cpus=os.cpu_count() or 1)
+    ).config
+    layers = check.layers(config)
+    layer_check_seconds = 0.0
+
+    def count(targets: list[Any]) -> None:
+        nonlocal layer_check_seconds
+        began = time.thread_time()
+        check.count("bench", layers, targets)
+        layer_check_seconds += time.thread_time() - began
+
+    async def count_twice() -> None:
+        # As the stats monitor does: one count before and one after the request, each in a
+        # worker thread.
+        await asyncio.to_thread(count, observer.pod_targets())
+        await asyncio.to_thread(count, observer.pod_targets())
 
     async def measure() -> dict[str, Any]:
+        nonlocal layer_check_seconds
+        checking = mode != "idle" and args.layer_check_interval_seconds > 0
         if mode != "idle":
             await observer.start()
             observer.sample()
+        if checking:
+            await count_twice()  # the baseline count of a scheduler
+        layer_check_seconds = 0.0
         programs_before = observer.probe.program_stats() if observer.probe else {}
         cpu_before = cpu_seconds()
         started = time.monotonic()
-        passes = 0
+        next_pass = next_check = started
+        passes = checks = 0
         while time.monotonic() - started < seconds:
-            await asyncio.sleep(interval)
+            next_pass += interval
+            await asyncio.sleep(max(0.0, next_pass - time.monotonic()))
             if mode != "idle":
                 observer.sample()
                 passes += 1
+            if checking and time.monotonic() >= next_check + args.layer_check_interval_seconds:
+                next_check += args.layer_check_interval_seconds
+                await count_twice()
+                checks += 1
         elapsed = time.monotonic() - started
         cpu = cpu_seconds() - cpu_before
         programs_after = observer.probe.program_stats() if observer.probe else {}
@@ -153,6 +202,8 @@ def run_phase(mode: str, pods_file: Path, seconds: float, interval: float) -> di
             "source": source,
             "threads": threads,
             "passes": passes,
+            "layer_checks": checks,
+            "layer_check_cpu_seconds": layer_check_seconds,
             "elapsed_seconds": elapsed,
             "cpu_seconds": cpu,
             "bpf_run_seconds": sum(time for time, _ in programs.values()) / 1e9,
@@ -204,11 +255,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--interval-seconds", type=float, default=1.0)
     parser.add_argument("--wakeups-per-second", type=float, default=10.0, help="per thread")
+    parser.add_argument(
+        "--layer-check-interval-seconds",
+        type=float,
+        default=10.0,
+        help="seconds between two layer checks (two thread counts each); 0: none",
+    )
+    parser.add_argument("--procfs-detail-interval-seconds", type=float)
+    parser.add_argument("--procfs-listing-interval-seconds", type=float)
     parser.add_argument("--phase", choices=["idle", "procfs", "bpf"], help=argparse.SUPPRESS)
     parser.add_argument("--pods-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        result = run_phase(args.phase, args.pods_file, args.seconds, args.interval_seconds)
+        result = run_phase(args.phase, args.pods_file, args)
         print(json.dumps(result))
         return 0
     if os.geteuid() != 0 or not CPU_ROOT.is_dir():
@@ -232,11 +291,15 @@ def main() -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(pods, handle)
         results = {}
+        passed = [
+            f"--{name.replace('_', '-')}={value}"
+            for name, value in vars(args).items()
+            if value is not None and name not in ("phase", "pods_file")
+        ]
         for phase in ("idle", "procfs", "bpf"):
             BPF_STATS.write_text("1" if phase == "bpf" else stats_before)
             output = subprocess.run(
-                [sys.executable, __file__, "--phase", phase, "--pods-file", handle.name,
-                 "--seconds", str(args.seconds), "--interval-seconds", str(args.interval_seconds)],
+                [sys.executable, __file__, "--phase", phase, "--pods-file", handle.name, *passed],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
             results[phase] = json.loads(output.strip().splitlines()[-1])
@@ -260,15 +323,18 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     print(
         f"{args.threads} threads in {args.cgroups} cgroups, {args.wakeups_per_second:g} wake-ups "
         f"per thread per second, sampled every {args.interval_seconds:g} s for "
-        f"{args.seconds:g} s per phase"
+        f"{args.seconds:g} s per phase, layer check every "
+        f"{args.layer_check_interval_seconds:g} s"
     )
     print(f"idle baseline: {idle_percent:.3f}% of one core, {idle['rss_mib']:.0f} MiB resident")
     for phase in ("procfs", "bpf"):
         result = results[phase]
         percent = result["cpu_seconds"] / result["elapsed_seconds"] * 100 - idle_percent
+        check = result["layer_check_cpu_seconds"] / result["elapsed_seconds"] * 100
         line = (
-            f"{phase:6}: agent {percent:.3f}% of one core over the baseline "
-            f"({result['threads']} threads seen, {result['passes']} passes, source "
+            f"{phase:6}: agent {percent:.3f}% of one core over the baseline, of which the layer "
+            f"check {check:.3f}% ({result['threads']} threads seen, {result['passes']} passes, "
+            f"{result['layer_checks']} layer checks, source "
             f"{result['source']}), {result['rss_mib']:.0f} MiB resident "
             f"(peak {result['peak_rss_mib']:.0f} MiB); one /observe snapshot "
             f"{result['snapshot_ms']:.1f} ms, one /metrics scrape {result['metrics_ms']:.1f} ms"

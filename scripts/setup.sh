@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup of a development machine (Debian bookworm, run as root):
 # Debian packages, the Python virtualenv in .venv with Temper installed editable, BCC made
-# importable from it, and the Go-built control plane in the cache directory.
+# importable from it, the Go-built control plane and the sched_ext VM rig in the cache
+# directory.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -13,8 +14,10 @@ apt-get update -q
 # linux-headers-<arch>: headers BCC compiles those programs against. They read only tracepoint
 # arguments, so Debian's headers serve any running kernel (the agent merges the split halves).
 # memcached: the latency-critical service of the colocation benchmark and its smoke test.
-apt-get install -y -q --no-install-recommends python3-bpfcc python3-venv memcached \
-  "linux-headers-$(dpkg --print-architecture)" >/dev/null
+# gcc: builds the benchmark's C load generator and filler (the smoke test skips without it).
+# chromium, chromium-driver: headless Chromium and its WebDriver for the plane's web UI tests.
+apt-get install -y -q --no-install-recommends python3-bpfcc python3-venv memcached gcc \
+  chromium chromium-driver "linux-headers-$(dpkg --print-architecture)" >/dev/null
 # The Debian package starts a system memcached on port 11211; the benchmark starts its own.
 systemctl disable --now memcached >/dev/null 2>&1 || true
 
@@ -37,6 +40,10 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
 .venv/bin/python -c 'import bcc' || { echo "error: bcc is not importable from .venv" >&2; exit 1; }
 
-echo "== control plane (etcd, kube-apiserver, kube-scheduler, helm)"
+echo "== control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, helm)"
 scripts/build-control-plane.sh
+
+echo "== sched_ext VM rig (kernel, virtme-ng, QEMU, scx_layered)"
+# The VM tests of scripts/test.sh boot it; cached, so a second run takes seconds.
+scripts/vm-rig.sh
 echo "setup complete: run scripts/test.sh"

@@ -49,6 +49,9 @@ def cgroup_tree(relative_dirs: list[str], shares: dict[str, int]) -> Iterator[li
         yield paths
     finally:
         for path, value in previous.items():
+            idle = path.parent / "cpu.idle"
+            if idle.exists() and idle.read_text().strip() == "1":
+                idle.write_text("0")  # the kernel rejects cpu.shares writes to an idle group
             if path.exists():
                 path.write_text(value)
         for path in reversed(created):

@@ -1,6 +1,7 @@
 """Scheduler supervision against a FAKE sysfs root and a FAKE scx_layered process."""
 
 import asyncio
+import gzip
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.supervisor import SchedulerSupervisor, config_digest
-from agent.topology import detect_sched_ext, read_topology
-from tests.fakes.sysfs import FAKE_SCX_LAYERED, make_fake_sysfs
+from agent.topology import SchedExtSupport, detect_sched_ext, read_topology
+from tests.fakes.sysfs import FAKE_SCX_LAYERED, make_fake_kernel_config, make_fake_sysfs
 
 
 @pytest.fixture
@@ -63,10 +64,23 @@ def starts(tmp_path: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+RELEASE = "6.18.15+deb13-amd64"
+
+
+def detect(sysfs: Path, release: str = RELEASE) -> SchedExtSupport:
+    """detect_sched_ext on the fake sysfs, with a fake /boot and /proc beside it."""
+    root = sysfs.parent
+    return detect_sched_ext(
+        sysfs, kernel_release=release, boot_dir=root / "boot", procfs_root=root / "proc"
+    )
+
+
 def test_detect_reads_fake_sysfs(sysfs: Path) -> None:
-    support = detect_sched_ext(sysfs, kernel_release="6.18.15+deb13-amd64")
+    config = make_fake_kernel_config(sysfs.parent / "boot", RELEASE)
+    support = detect(sysfs)
     assert support.supported
     assert support.state == "disabled"
+    assert support.kernel_config == config
     topology = read_topology(sysfs)
     assert (topology.cpus, topology.threads_per_core) == (8, 2)
 
@@ -82,11 +96,40 @@ def test_detect_reads_fake_sysfs(sysfs: Path) -> None:
 def test_detect_explains_missing_support(
     sysfs: Path, remove: str | None, release: str, reason: str
 ) -> None:
+    make_fake_kernel_config(sysfs.parent / "boot", release)
     if remove:
         (sysfs / remove).unlink()
-    support = detect_sched_ext(sysfs, kernel_release=release)
+    support = detect(sysfs, release)
     assert not support.supported
     assert reason in support.reason
+
+
+def test_detect_requires_kernel_config(sysfs: Path) -> None:
+    # A config of another kernel release does not count: libbpf reads the running one's.
+    make_fake_kernel_config(sysfs.parent / "boot", "6.1.0-28-amd64")
+    support = detect(sysfs)
+    assert not support.supported
+    assert "no readable kernel config" in support.reason
+    assert f"{sysfs.parent}/boot/config-{RELEASE}" in support.reason
+    assert f"{sysfs.parent}/proc/config.gz" in support.reason
+    assert "mount the host's /boot read-only" in support.reason
+
+
+def test_detect_accepts_proc_config_gz(sysfs: Path) -> None:
+    proc = sysfs.parent / "proc"
+    proc.mkdir()
+    (proc / "config.gz").write_bytes(gzip.compress(b"CONFIG_SCHED_CLASS_EXT=y\n"))
+    support = detect(sysfs)
+    assert support.supported
+    assert support.kernel_config == proc / "config.gz"
+
+
+def test_detect_rejects_unreadable_kernel_config(sysfs: Path) -> None:
+    # A directory in place of the file cannot be read, like a file without permission.
+    (sysfs.parent / "boot" / f"config-{RELEASE}").mkdir(parents=True)
+    support = detect(sysfs)
+    assert not support.supported
+    assert "no readable kernel config" in support.reason
 
 
 async def test_start_confirms_attachment(
@@ -214,3 +257,20 @@ async def test_stop_returns_to_stock(tmp_path: Path, sysfs: Path) -> None:
     assert not unit.is_running()
     assert (sysfs / "kernel/sched_ext/state").read_text().strip() == "disabled"
     assert not unit.state_file.exists()
+
+
+async def test_deliberate_stop_is_no_blackout(
+    tmp_path: Path, sysfs: Path, cleanup: list[SchedulerSupervisor]
+) -> None:
+    unit = supervisor(tmp_path, sysfs)
+    cleanup.append(unit)
+    digest = write_config(unit.config_path, "a")
+    await unit.ensure(digest)
+    # Safe mode stops the scheduler on purpose; resuming later is no restart.
+    await unit.ensure(None)
+    await asyncio.sleep(0.3)
+    await unit.ensure(digest)
+    assert unit.is_running()
+    assert unit.stats.restarts == 0
+    assert unit.stats.last_blackout_seconds == 0.0
+    assert unit.stats.blackout_seconds_total == 0.0

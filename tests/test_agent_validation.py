@@ -135,3 +135,39 @@ def test_validator_lists_every_problem() -> None:
     with pytest.raises(LayerConfigError) as raised:
         validate_layer_config(config)
     assert len(raised.value.problems) == 2
+
+
+def open_layer(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "matches": [[{"CommPrefix": name}]], "kind": {"Open": fields}}
+
+
+def test_validator_rejects_open_preempt_beside_open() -> None:
+    config = base()
+    config.insert(0, open_layer("urgent", preempt=True))
+    with pytest.raises(LayerConfigError) as raised:
+        validate_layer_config(config, cpus=4)
+    [problem] = raised.value.problems
+    assert "layer[0] 'urgent'" in problem
+    assert "layer[2] 'low'" in problem
+    assert "E2BIG" in problem
+
+
+def test_validator_rejects_open_preempt_beside_open_catch_all() -> None:
+    config = [
+        open_layer("urgent", preempt=True),
+        {"name": "rest", "matches": [[]], "kind": {"Open": {}}},
+    ]
+    with pytest.raises(LayerConfigError, match="E2BIG"):
+        validate_layer_config(config)
+
+
+def test_validator_accepts_open_preempt_without_other_open() -> None:
+    config = base()
+    config[1]["kind"]["Open"]["preempt"] = True
+    validate_layer_config(config, cpus=4)
+
+
+def test_validator_accepts_open_preempt_false_beside_open() -> None:
+    config = base()
+    config.insert(0, open_layer("quiet", preempt=False))
+    validate_layer_config(config, cpus=4)

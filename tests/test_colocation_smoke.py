@@ -76,9 +76,11 @@ def test_smoke_fillers_did_work(run: dict[str, Any]) -> None:
             assert cell["filler_iterations_per_second"] > 0, cell
 
 
-def test_smoke_stockmode_set_cpu_idle(run: dict[str, Any]) -> None:
+def test_smoke_stockmode_changed_cgroups(run: dict[str, Any]) -> None:
     cells = [c for c in run["record"]["cells"] if c["arm"] == "stockmode" and c["fillers"] == 1]
     assert cells[0]["arm_facts"]["pods_with_cpu_idle"] == 1
+    # memcached and the load generator are critical pods: their CPU weight was raised.
+    assert cells[0]["arm_facts"]["pods_with_raised_weight"] == 2
 
 
 def test_smoke_rows_and_ratios(run: dict[str, Any]) -> None:

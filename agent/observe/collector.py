@@ -1,7 +1,7 @@
 """Prometheus metrics of the observation, generated from the latest sample at scrape time.
 
-Labels stay bounded: ``namespace``, ``pod`` and ``tier`` for pods, ``tier`` for tiers and
-``invariant`` for the linter; never a thread id.
+Labels stay bounded: ``namespace``, ``pod`` and ``tier`` for pods, ``tier`` for tiers,
+``invariant`` for the linter and ``layer`` for the layer check; never a thread id.
 """
 
 from collections.abc import Iterator
@@ -37,6 +37,7 @@ class ObserveCollector(Collector):
         yield from self._pod_metrics()
         yield from self._tier_metrics()
         yield from self._linter_metrics()
+        yield from self._layer_check_metrics()
         yield from self._self_metrics()
 
     def _pod_metrics(self) -> Iterator[Metric]:
@@ -133,6 +134,29 @@ class ObserveCollector(Collector):
         for invariant, spent in counts.seconds.items():
             seconds.add_metric([invariant], spent)
         yield seconds
+
+    def _layer_check_metrics(self) -> Iterator[Metric]:
+        result = self.observer.layer_check.result
+        if result is None or result.detail:
+            return
+        expected = GaugeMetricFamily(
+            "temper_observe_layer_expected_tasks",
+            "Bounds of the pod threads the running config puts in the layer (bound=min: ran "
+            "since the scheduler attached; bound=max: also those that may not have)",
+            labels=["layer", "bound"],
+        )
+        mismatch = GaugeMetricFamily(
+            "temper_observe_layer_mismatch_tasks",
+            "Tasks by which scx_layered's count for the layer lies outside the expected bounds "
+            "at the last stats read (definition in docs/observe.md)",
+            labels=["layer"],
+        )
+        for name, layer in result.layers.items():
+            expected.add_metric([name, "min"], layer.expected_min)
+            if layer.expected_max is not None:
+                expected.add_metric([name, "max"], layer.expected_max)
+            mismatch.add_metric([name], layer.mismatch)
+        yield from (expected, mismatch)
 
     def _self_metrics(self) -> Iterator[Metric]:
         observer = self.observer

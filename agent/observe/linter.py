@@ -8,9 +8,9 @@ Definitions (also in docs/observe.md):
   a CPU of the protected critical layer.
 - ``open_reserve``: a critical-tier thread waited on a run queue longer than the grace period
   while a low or background thread ran somewhere on the node during that wait.
-- ``layer_mismatch``: a thread runs in a scx_layered layer other than its pod's tier. Needs
-  per-thread layer assignments from scx_layered, which its statistics do not report; the count
-  is 0 in this version.
+- ``layer_mismatch``: tasks that scx_layered's per-layer task counts show to be outside the
+  layer the agent's config puts them in. Counted by ``agent.observe.layercheck`` at each read
+  of scx_layered's statistics, not here.
 
 With BPF the first three are counted by ``bpf/sched_observe.bpf.c`` at every context switch.
 Without BPF, ``smt_collision`` and ``protected_fallback`` are sampled once per interval from each
@@ -85,8 +85,23 @@ class PlacementLinter:
             "open_reserve": counters[bpfprobe.OPEN_RESERVE_NS] / 1e9,
         }
 
+    def sampled_tiers(self) -> frozenset[Tier]:
+        """Return the tiers whose thread states a procfs sample needs fresh at each pass.
+
+        ``smt_collision`` involves critical and batch threads, and only with SMT siblings;
+        ``protected_fallback`` every tier but critical, and only with protected CPUs.
+        """
+        tiers: set[Tier] = set()
+        if self.siblings:
+            tiers |= {tier for tier in Tier if tier is Tier.CRITICAL or tier.is_batch}
+        if self.protected_cpus:
+            tiers |= {tier for tier in Tier if tier is not Tier.CRITICAL}
+        return frozenset(tiers)
+
     def update_from_samples(self, records: Iterable[ThreadRecord]) -> None:
         """Count violations visible in one procfs sample of thread states and CPUs."""
+        if not self.siblings and not self.protected_cpus:
+            return  # neither invariant can fire on this node
         tier_on_cpu: dict[int, list[Tier]] = {}
         events = self.counts.events
         for record in records:

@@ -18,6 +18,7 @@ from agent.observe.bpfprobe import (
     possible_cpus,
 )
 from agent.observe.kheaders import KernelHeadersError, prepare_bcc_kernel_source
+from agent.observe.layercheck import LayerCheck
 from agent.observe.linter import PlacementLinter, read_smt_siblings
 from agent.observe.targets import PodTarget, TargetCache
 from agent.observe.threads import ThreadSampler
@@ -49,7 +50,8 @@ class Observer:
             read_smt_siblings(settings.sysfs_root),
             parse_cpu_list(settings.observe_protected_cpus),
         )
-        self.sampler = ThreadSampler(layout, None, settings.observe_max_threads)
+        self.layer_check = LayerCheck(layout, self.linter.counts)
+        self.sampler = self._new_sampler()
         self.sampled_at: float | None = None
         self.samples = 0
         self.sample_cpu_seconds = 0.0
@@ -79,8 +81,22 @@ class Observer:
                 "BPF programs attached",
                 extra={"node": self.settings.node_name, "max_cpus": self.probe.config.max_cpus},
             )
-        self.sampler = ThreadSampler(self.layout, self.probe, self.settings.observe_max_threads)
+        self.sampler = self._new_sampler()
         self.started.set()
+
+    def _new_sampler(self) -> ThreadSampler:
+        settings = self.settings
+        interval = settings.observe_interval_seconds
+        detail_passes = round(settings.observe_procfs_detail_interval_seconds / interval)
+        listing_passes = round(settings.observe_procfs_listing_interval_seconds / interval)
+        return ThreadSampler(
+            self.layout,
+            self.probe,
+            settings.observe_max_threads,
+            detail_passes=max(1, detail_passes),
+            state_tiers=self.linter.sampled_tiers(),
+            listing_passes=max(1, listing_passes),
+        )
 
     async def _load_probe(self) -> BpfProbe:
         settings = self.settings
@@ -96,11 +112,15 @@ class Observer:
         )
         return await load_probe(config)
 
+    def pod_targets(self) -> list[PodTarget]:
+        """Return the running pods and their cgroups, from the current pod watch."""
+        return self.targets.targets(self.pods())
+
     def sample(self) -> None:
         """Run one pass over the pods: membership, counters, histograms, linter."""
         started = time.perf_counter()
         cpu_started = time.thread_time()
-        self.last_targets = self.targets.targets(self.pods())
+        self.last_targets = self.pod_targets()
         self.sampler.sample(self.last_targets)
         if self.probe is not None:
             self.linter.update_from_probe(self.probe)

@@ -62,6 +62,26 @@ def _pod(observer: "Observer", pod: PodState) -> dict[str, Any]:
     }
 
 
+def _layer_check(observer: "Observer") -> dict[str, Any] | None:
+    result = observer.layer_check.result
+    if result is None:
+        return None
+    return {
+        "ts": result.at_seconds,
+        "detail": result.detail,
+        "mismatch": result.mismatch,
+        "layers": {
+            name: {
+                "reported": layer.reported,
+                "expected_min": layer.expected_min,
+                "expected_max": layer.expected_max,
+                "mismatch": layer.mismatch,
+            }
+            for name, layer in result.layers.items()
+        },
+    }
+
+
 def build(observer: "Observer") -> dict[str, Any]:
     """Assemble the snapshot of the latest pass."""
     sampler = observer.sampler
@@ -88,4 +108,5 @@ def build(observer: "Observer") -> dict[str, Any]:
         "pods": [_pod(observer, pod) for pod in pods],
         "tiers": tiers,
         "linter": dict(observer.linter.counts.events),
+        "layer_check": _layer_check(observer),
     }

@@ -5,17 +5,24 @@ One pass per interval:
 1. Read the thread list (``tasks`` on cgroup v1, ``cgroup.threads`` on v2) of each pod's
    container cgroups. With BPF this happens only when the kernel reported a fork or an exit
    of a tracked thread or a move into a cgroup since the last pass, or when the pod's
-   periodic listing is due.
+   periodic listing is due. Without BPF it happens once every ``listing_passes`` passes per
+   pod, the pods taking turns. Threads that exit are still noticed at the next pass (step
+   3). A pod whose lists read exactly as at its previous scan is not looked at further.
 2. A thread seen for the first time gets a record (kept until the thread leaves, so records
    are not re-created each pass) with its procfs values as a baseline, and a slot in the BPF
    maps when BPF is loaded.
-3. Without BPF, counters are read each pass from ``/proc/<tgid>/task/<tid>/schedstat``
-   through a descriptor kept open. ``stat`` and ``status`` are re-read only when the thread ran
-   since the previous pass (its timeslice count moved), because otherwise its context switches
-   and last CPU cannot have changed. With BPF, the kernel keeps the counters in the thread's
-   slot and the pass only copies the pods' delay histograms. Per-thread counters are read
-   from the mmap-ed slots when a snapshot or a scrape requests them
-   (:meth:`ThreadSampler.refresh`) and when a thread leaves.
+3. Without BPF, each pass reads one small file per thread, ``schedstat`` (CPU time, run-queue
+   delay, timeslices), with ``pread`` on a descriptor kept open, and keeps its bytes. They
+   are parsed when a snapshot or a scrape requests them and when the thread leaves.
+   ``stat`` (name, state, last CPU) and ``status`` (context switches) are read again only
+   for threads that ran since their last read (their ``schedstat`` changed), and only once
+   every ``detail_passes`` passes, each thread in its own turn so that the reads spread over
+   the passes. The threads of the tiers the placement linter samples get their ``stat`` each
+   pass when they ran. A read that fails with ``ESRCH`` means that the thread has exited, so
+   it leaves at once, with the values of its last read. With BPF, the kernel keeps the
+   counters in the thread's slot and the pass only copies the pods' delay histograms.
+   Per-thread counters are read from the mmap-ed slots when a snapshot or a scrape requests
+   them (:meth:`ThreadSampler.refresh`) and when a thread leaves.
 
 CPU time is the kernel's ``sum_exec_runtime`` (schedstat field 1, nanoseconds), which is what
 utime+stime approximate in clock ticks. Run-queue delay and timeslices are schedstat fields 2
@@ -25,9 +32,11 @@ the pod's (and then the tier's) retired totals.
 
 import errno
 import logging
+import operator
 import os
 import resource
 from collections.abc import Iterable
+from itertools import repeat
 from pathlib import Path
 
 from agent.cgroups import CgroupLayout
@@ -46,6 +55,9 @@ NO_CPU = -1
 # object (a container started) triggers one at once.
 RESCAN_PASSES = 10
 EMPTY_HIST = (0,) * (DELAY_SLOTS + 2)
+# A schedstat line: three unsigned 64-bit numbers (at most 20 digits each), two spaces and a
+# newline.
+SCHEDSTAT_BYTES = 64
 
 
 class ThreadRecord:
@@ -57,11 +69,17 @@ class ThreadRecord:
         "container",
         "counters",
         "fds",
+        "index",
         "last_cpu",
+        "parsed",
+        "phase",
         "pod",
         "running",
+        "schedstat",
         "seen",
         "slot",
+        "stale",
+        "state_each_pass",
         "tgid",
         "tid",
     )
@@ -73,12 +91,24 @@ class ThreadRecord:
         self.pod = pod
         self.container = container
         self.slot = -1
+        # schedstat, stat and status, opened once (procfs source).
         self.fds: tuple[int, int, int] | None = None
         self.base = [0] * COUNTER_FIELDS
         self.counters = [0] * COUNTER_FIELDS
         self.last_cpu = NO_CPU
         self.running = False
         self.seen = 0
+        # procfs source: the last schedstat bytes read, and the bytes ``counters`` hold.
+        self.schedstat = b""
+        self.parsed = b""
+        # procfs source: whether it ran since stat and status were last read, the pass
+        # (modulo the detail period) at which they are read, and whether the linter needs
+        # its stat at each pass in which it ran.
+        self.stale = False
+        self.phase = 0
+        self.state_each_pass = False
+        # procfs source: position in the sampler's arrays of held descriptors, or -1.
+        self.index = -1
 
 
 class PodState:
@@ -99,29 +129,43 @@ class PodState:
         # (container key, path of its thread list), rescanned every RESCAN_PASSES passes.
         self.cgroups: list[tuple[str, str]] = []
         self.scanned_at = -RESCAN_PASSES
+        # The bytes of each thread list at the last scan. Emptied when a thread of the pod
+        # exited or could not be tracked, so that the next scan looks at every thread.
+        self.listings: dict[str, bytes] = {}
+        # procfs source: the pass (modulo the listing period) at which the lists are read.
+        self.phase = 0
+        # Threads of the last scan left out because max_threads was reached.
+        self.untracked = 0
 
 
-def _read_ints(path: str) -> list[int]:
+def _read_all(path: str) -> bytes:
+    """Read a whole file; return ``b""`` when it cannot be read (the cgroup is gone)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return []
+        return b""
     try:
         chunks = [os.read(fd, 65536)]
         while len(chunks[-1]) == 65536:
             chunks.append(os.read(fd, 65536))
     except OSError:
-        return []
+        return b""
     finally:
         os.close(fd)
-    return [int(tid) for tid in b"".join(chunks).split()]
+    return b"".join(chunks)
+
+
+def _parse_schedstat(data: bytes) -> tuple[int, int, int]:
+    """(CPU ns, run-queue delay ns, timeslices) from a ``schedstat`` line."""
+    cpu_ns, delay_ns, slices = data.split()[:3]
+    return int(cpu_ns), int(delay_ns), int(slices)
 
 
 def _parse_stat(data: bytes) -> tuple[str, bool, int]:
     """(comm, running, last CPU) from a ``stat`` line."""
     close = data.rfind(b")")
     comm = data[data.find(b"(") + 1 : close].decode(errors="replace")
-    fields = data[close + 2 :].split()
+    fields = data[close + 2 :].split(maxsplit=37)
     return comm, fields[0] == b"R", int(fields[36])
 
 
@@ -152,7 +196,14 @@ def raise_open_file_limit() -> int:
 
 
 class ThreadSampler:
-    """Scans the pod cgroups and keeps per-thread, per-pod and per-tier counters."""
+    """Scans the pod cgroups and keeps per-thread, per-pod and per-tier counters.
+
+    ``detail_passes``, ``state_tiers`` and ``listing_passes`` concern the procfs source only.
+    ``stat`` and ``status`` of a thread that ran are read once every ``detail_passes`` passes.
+    ``stat`` of a thread of a tier in ``state_tiers`` is read at each pass in which it ran.
+    The thread lists of a pod are read once every ``listing_passes`` passes and at each
+    listing of its directories.
+    """
 
     def __init__(
         self,
@@ -160,11 +211,21 @@ class ThreadSampler:
         probe: BpfProbe | None,
         max_threads: int,
         proc_root: Path = Path("/proc"),
+        *,
+        detail_passes: int = 1,
+        state_tiers: Iterable[Tier] = (),
+        listing_passes: int = 1,
     ) -> None:
+        for name, value in (("detail_passes", detail_passes), ("listing_passes", listing_passes)):
+            if value < 1:
+                raise ValueError(f"{name} is {value}; it must be 1 or more")
         self.layout = layout
         self.probe = probe
         self.max_threads = max_threads
         self.proc_root = proc_root
+        self.detail_passes = detail_passes
+        self.listing_passes = listing_passes
+        self.state_tiers = frozenset(state_tiers)
         self.tasks_file = tasks_file(layout)
         self.pods: dict[str, PodState] = {}
         self.records: dict[int, ThreadRecord] = {}
@@ -175,9 +236,28 @@ class ThreadSampler:
         self.tier_hist = {tier: [0] * DELAY_SLOTS for tier in Tier}
         self.tier_hist_sum_ns = dict.fromkeys(Tier, 0)
         self.tier_runq_delay_p99_us: dict[Tier, int | None] = dict.fromkeys(Tier)
-        # Threads of the last full scan left out because max_threads was reached.
+        # Threads of the pods' last scans left out because max_threads was reached.
         self.untracked_threads = 0
+        # Threads that left because a read of their procfs files failed with ESRCH.
+        self.exited_threads = 0
         self._membership_changes = -1
+        self._next_phase = 0
+        self._next_pod_phase = 0
+        # procfs source, threads with held descriptors: the records in a fixed order and, in
+        # the same order, their schedstat descriptors, last schedstat bytes and whether they
+        # ran since stat and status were read. They are laid out again when a thread comes or
+        # goes. A pass reads every schedstat with one map() over the descriptors, without a
+        # Python-level loop over the threads.
+        self._order: list[ThreadRecord] = []
+        self._order_fds: list[int] = []
+        self._last: list[bytes] = []
+        self._stale = bytearray()
+        # Positions in that order by phase, and of the threads whose stat is read each pass.
+        self._phase_positions: list[list[int]] = [[] for _ in range(detail_passes)]
+        self._state_positions: list[int] = []
+        # Threads without held descriptors (out of descriptors), read by path.
+        self._unheld: list[ThreadRecord] = []
+        self._order_dirty = False
         self._free_slots = list(range(probe.config.max_threads - 1, -1, -1)) if probe else []
         self._free_groups = list(range(probe.config.max_groups - 1, -1, -1)) if probe else []
         self._fd_budget = raise_open_file_limit() - 512 if probe is None else 0
@@ -195,18 +275,18 @@ class ThreadSampler:
             changes = self.probe.membership_changes()
             changed = changes != self._membership_changes
             self._membership_changes = changes
-        if changed:
-            self.untracked_threads = 0
+        procfs = self.probe is None
         for target in targets:
             pod = self._pod_state(target)
             pod.seen = generation
-            if changed or not pod.cgroups or generation - pod.scanned_at >= RESCAN_PASSES:
+            due = (generation + pod.phase) % self.listing_passes == 0 if procfs else changed
+            if due or not pod.cgroups or generation - pod.scanned_at >= RESCAN_PASSES:
                 self._scan_pod(pod, generation)
         for uid in [uid for uid, pod in self.pods.items() if pod.seen != generation]:
             self._drop_pod(self.pods.pop(uid))
+        self.untracked_threads = sum(pod.untracked for pod in self.pods.values())
         if self.probe is None:
-            for record in self.records.values():
-                self._refresh_thread_procfs(record)
+            self._sample_procfs(generation)
         else:
             for pod in self.pods.values():
                 if pod.group >= 0:
@@ -214,12 +294,17 @@ class ThreadSampler:
                     pod.hist_now = self.probe.read_hist(pod.group)
 
     def refresh(self) -> None:
-        """Bring per-thread counters (from BPF slots), pod and tier totals and p99s up to date."""
+        """Bring thread counters (BPF slots, last schedstat reads), totals and p99s up to date."""
         if self.probe is not None:
             for record in self.records.values():
                 if record.slot >= 0:
                     self._refresh_thread_bpf(record, self.probe)
             self._fold_histograms()
+        else:
+            for record, data in zip(self._order, self._last, strict=True):
+                record.schedstat = data
+            for record in self.records.values():
+                self._apply_schedstat(record)
         self._aggregate()
 
     def _pod_state(self, target: PodTarget) -> PodState:
@@ -230,6 +315,8 @@ class ThreadSampler:
                 group = self._free_groups.pop()
                 self.probe.reset_group(group)
             pod = PodState(target, group)
+            pod.phase = self._next_pod_phase
+            self._next_pod_phase = (self._next_pod_phase + 1) % self.listing_passes
             self.pods[target.uid] = pod
         elif pod.target != target:
             pod.target = target
@@ -241,7 +328,7 @@ class ThreadSampler:
         pod_tasks = f"{directory}/{self.tasks_file}"
         # The kubelet puts no thread in the pod cgroup itself: it is read each pass only when
         # it had threads at the last listing.
-        cgroups = [("", pod_tasks)] if _read_ints(pod_tasks) else []
+        cgroups = [("", pod_tasks)] if _read_all(pod_tasks).strip() else []
         try:
             with os.scandir(directory) as entries:
                 cgroups += [
@@ -257,9 +344,14 @@ class ThreadSampler:
     def _scan_pod(self, pod: PodState, generation: int) -> None:
         if not pod.cgroups or generation - pod.scanned_at >= RESCAN_PASSES:
             self._list_cgroups(pod)
+        listings = {tasks: _read_all(tasks) for _, tasks in pod.cgroups}
+        if listings == pod.listings:
+            return  # the same threads in the same cgroups as at the last scan
+        pod.listings = listings
+        pod.untracked = 0
         records = self.records
         for container, tasks in pod.cgroups:
-            for tid in _read_ints(tasks):
+            for tid in map(int, listings[tasks].split()):
                 record = records.get(tid)
                 if record is not None and (record.pod is not pod or record.container != container):
                     self._drop_thread(records.pop(tid))
@@ -267,6 +359,7 @@ class ThreadSampler:
                 if record is None:
                     record = self._new_thread(tid, pod, container)
                     if record is None:
+                        pod.listings = {}  # not tracked: look at every thread next time
                         continue
                 record.seen = generation
         for tid in [tid for tid, record in pod.threads.items() if record.seen != generation]:
@@ -276,24 +369,28 @@ class ThreadSampler:
 
     def _new_thread(self, tid: int, pod: PodState, container: str) -> ThreadRecord | None:
         if len(self.records) >= self.max_threads:
-            self.untracked_threads += 1
+            pod.untracked += 1
             return None
         try:
             status = (self.proc_root / str(tid) / "status").read_bytes()
             tgid = _parse_tgid(status)
             task = self.proc_root / str(tgid) / "task" / str(tid)
-            schedstat = (task / "schedstat").read_bytes().split()
+            schedstat = (task / "schedstat").read_bytes()
+            cpu_ns, delay_ns, slices = _parse_schedstat(schedstat)
             comm, running, last_cpu = _parse_stat((task / "stat").read_bytes())
         except (OSError, ValueError, IndexError):
             return None  # the thread exited while we looked
 
         record = ThreadRecord(tid, tgid, comm, pod, container)
         voluntary, involuntary = _parse_switches(status)
-        record.base = [int(schedstat[0]), int(schedstat[1]), int(schedstat[2]), voluntary,
-                       involuntary]  # fmt: skip
+        record.base = [cpu_ns, delay_ns, slices, voluntary, involuntary]
         record.counters = list(record.base)
+        record.schedstat = record.parsed = schedstat
         record.running = running
         record.last_cpu = last_cpu
+        record.phase = self._next_phase
+        self._next_phase = (self._next_phase + 1) % self.detail_passes
+        record.state_each_pass = pod.target.tier in self.state_tiers
 
         tier_code = pod.target.tier.rank + 1
         if self.probe is not None and self._free_slots and pod.group >= 0:
@@ -306,6 +403,7 @@ class ThreadSampler:
             self._open_files(record, task)
         self.records[tid] = record
         pod.threads[tid] = record
+        self._order_dirty = True
         return record
 
     def _open_files(self, record: ThreadRecord, task: Path) -> None:
@@ -327,6 +425,12 @@ class ThreadSampler:
     def _drop_thread(self, record: ThreadRecord) -> None:
         if record.slot >= 0 and self.probe is not None:
             self._refresh_thread_bpf(record, self.probe)  # its final values
+        elif record.slot < 0:
+            index = record.index
+            if 0 <= index < len(self._order) and self._order[index] is record:
+                record.schedstat = self._last[index]
+            self._apply_schedstat(record)  # the values of its last read
+            self._order_dirty = True
         pod = record.pod
         pod.threads.pop(record.tid, None)
         retired = pod.retired
@@ -341,6 +445,15 @@ class ThreadSampler:
                 os.close(fd)
             self._fd_budget += 3
             record.fds = None
+
+    def _drop_exited(self, record: ThreadRecord) -> None:
+        """Retire a thread whose procfs reads failed with ESRCH or ENOENT: it has exited."""
+        if self.records.get(record.tid) is record:
+            del self.records[record.tid]
+        self._drop_thread(record)
+        # Its tid may come back in a list that otherwise reads the same.
+        record.pod.listings = {}
+        self.exited_threads += 1
 
     def _drop_pod(self, pod: PodState) -> None:
         for record in list(pod.threads.values()):
@@ -373,30 +486,151 @@ class ThreadSampler:
             record.last_cpu = last_cpu
             record.running = last_in != 0
 
-    def _refresh_thread_procfs(self, record: ThreadRecord) -> None:
-        counters = record.counters
+    @staticmethod
+    def _apply_schedstat(record: ThreadRecord) -> None:
+        """Parse the last schedstat bytes read into the counters, once per change."""
+        data = record.schedstat
+        if data is record.parsed:
+            return
+        record.parsed = data
         try:
-            if record.fds is None:
-                task = self.proc_root / str(record.tgid) / "task" / str(record.tid)
-                schedstat = (task / "schedstat").read_bytes().split()
-            else:
-                schedstat = os.pread(record.fds[0], 128, 0).split()
-            slices = int(schedstat[2])
-            counters[CPU_NS] = int(schedstat[0])
-            counters[RUN_DELAY_NS] = int(schedstat[1])
-            if slices == counters[TIMESLICES]:
-                return  # it did not run: switches and last CPU are unchanged
-            counters[TIMESLICES] = slices
-            if record.fds is None:
-                stat = (task / "stat").read_bytes()
-                status = (task / "status").read_bytes()
-            else:
-                stat = os.pread(record.fds[1], 1024, 0)
-                status = os.pread(record.fds[2], 4096, 0)
+            cpu_ns, delay_ns, slices = _parse_schedstat(data)
+        except (ValueError, IndexError):
+            return  # not a schedstat line: keep the previous values
+        counters = record.counters
+        counters[CPU_NS] = cpu_ns
+        counters[RUN_DELAY_NS] = delay_ns
+        counters[TIMESLICES] = slices
+
+    def _rebuild_order(self) -> None:
+        """Lay out the arrays of held descriptors again after threads came or went."""
+        for record, data, stale in zip(self._order, self._last, self._stale, strict=True):
+            record.schedstat = data
+            record.stale = bool(stale)
+            record.index = -1
+        order = [record for record in self.records.values() if record.fds is not None]
+        self._order = order
+        self._order_fds = [record.fds[0] for record in order if record.fds is not None]
+        self._last = [record.schedstat for record in order]
+        self._stale = bytearray(record.stale for record in order)
+        buckets: list[list[int]] = [[] for _ in range(self.detail_passes)]
+        for index, record in enumerate(order):
+            record.index = index
+            buckets[record.phase].append(index)
+        self._phase_positions = buckets
+        self._state_positions = [i for i, record in enumerate(order) if record.state_each_pass]
+        self._unheld = [record for record in self.records.values() if record.fds is None]
+        self._order_dirty = False
+
+    def _sample_procfs(self, generation: int) -> None:
+        """Read each thread's schedstat; stat and status of the threads whose turn it is."""
+        if self._order_dirty:
+            self._rebuild_order()
+        order, last = self._order, self._last
+        exited: list[ThreadRecord] = []
+
+        # One schedstat read per thread. A read that fails stops map() only for that
+        # thread: the next extend() goes on with the following descriptor.
+        now: list[bytes] = []
+        reads = map(os.pread, self._order_fds, repeat(SCHEDSTAT_BYTES), repeat(0))
+        while True:
+            try:
+                now.extend(reads)
+                break
+            except OSError as error:
+                index = len(now)
+                now.append(last[index])
+                self._read_failed(order[index], error, exited)
+        ran = list(map(operator.ne, now, last))
+        self._last = now
+        stale = self._stale = bytearray(map(operator.or_, self._stale, ran))
+
+        # stat and status of the threads whose turn it is, if they ran since their last read;
+        # stat of the threads the linter samples, if they ran since the last pass.
+        due = generation % self.detail_passes
+        for index in self._phase_positions[due]:
+            if stale[index]:
+                record = order[index]
+                if self._read_details(record, record.fds, exited):
+                    stale[index] = 0
+        for index in self._state_positions:
+            if ran[index] and order[index].phase != due:
+                record = order[index]
+                self._read_state(record, record.fds, exited)
+
+        for record in self._unheld:
+            if not self._sample_by_path(record, due):
+                exited.append(record)
+
+        for record in exited:
+            if self.records.get(record.tid) is record:
+                self._drop_exited(record)
+
+    def _read_details(
+        self, record: ThreadRecord, fds: tuple[int, int, int] | None, exited: list[ThreadRecord]
+    ) -> bool:
+        """Read stat and status through the held descriptors; False when that failed."""
+        if fds is None:
+            return False
+        try:
+            stat = os.pread(fds[1], 1024, 0)
+            status = os.pread(fds[2], 4096, 0)
             record.comm, record.running, record.last_cpu = _parse_stat(stat)
+            counters = record.counters
             counters[VOLUNTARY], counters[INVOLUNTARY] = _parse_switches(status)
-        except (OSError, ValueError, IndexError):
-            record.running = False  # exited; the next scan drops it
+        except OSError as error:
+            self._read_failed(record, error, exited)
+            return False
+        except (ValueError, IndexError):
+            log.debug("unexpected procfs content", extra={"tid": record.tid})
+            return False
+        return True
+
+    def _read_state(
+        self, record: ThreadRecord, fds: tuple[int, int, int] | None, exited: list[ThreadRecord]
+    ) -> None:
+        """Read stat (name, state, last CPU) through the held descriptor."""
+        if fds is None:
+            return
+        try:
+            record.comm, record.running, record.last_cpu = _parse_stat(os.pread(fds[1], 1024, 0))
+        except OSError as error:
+            self._read_failed(record, error, exited)
+        except (ValueError, IndexError):
+            log.debug("unexpected procfs content", extra={"tid": record.tid})
+
+    @staticmethod
+    def _read_failed(record: ThreadRecord, error: OSError, exited: list[ThreadRecord]) -> None:
+        if error.errno in (errno.ESRCH, errno.ENOENT):
+            exited.append(record)  # the thread has exited
+        else:
+            log.debug("cannot read thread", extra={"tid": record.tid, "error": str(error)})
+
+    def _sample_by_path(self, record: ThreadRecord, due: int) -> bool:
+        """Sample a thread without held descriptors by path; return False if it has exited."""
+        task = f"{self.proc_root}/{record.tgid}/task/{record.tid}"
+        try:
+            data = (Path(task) / "schedstat").read_bytes()
+            ran = data != record.schedstat
+            if ran:
+                record.schedstat = data
+                record.stale = True
+            due_now = record.stale and record.phase == due
+            if due_now or (ran and record.state_each_pass):
+                record.comm, record.running, record.last_cpu = _parse_stat(
+                    (Path(task) / "stat").read_bytes()
+                )
+            if due_now:
+                counters = record.counters
+                counters[VOLUNTARY], counters[INVOLUNTARY] = _parse_switches(
+                    (Path(task) / "status").read_bytes()
+                )
+                record.stale = False
+        except OSError as error:
+            return error.errno not in (errno.ESRCH, errno.ENOENT)
+        except (ValueError, IndexError):
+            log.debug("unexpected procfs content", extra={"tid": record.tid})
+        return True
 
     def _aggregate(self) -> None:
         for tier in Tier:

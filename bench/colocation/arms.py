@@ -2,8 +2,9 @@
 
 - ``stock``: the kernel's scheduler with the kubelet's ``cpu.shares`` and nothing else.
 - ``stockmode``: the agent's stock-kernel mode, applied through the real
-  ``agent.stockmode.StockKernelMode`` on the real pod cgroups: batch-tier pods get
-  ``cpu.idle = 1``, every value is restored when the cell ends.
+  ``agent.stockmode.StockKernelMode`` with its default weights on the real pod cgroups:
+  batch-tier pods get ``cpu.idle = 1``, critical and high pods a raised CPU weight, and
+  every value is restored when the cell ends.
 - ``layered``: scx_layered with the layer config that the agent's planner
   (``agent.layers.compute_layer_plan``) computes for the pods of the cell, started and
   stopped by the agent's ``SchedulerSupervisor``. Needs a kernel with sched_ext.
@@ -64,7 +65,7 @@ class StockArm:
 
 
 class StockKernelModeArm:
-    """``cpu.idle = 1`` on batch pod cgroups through the agent's ``StockKernelMode``."""
+    """The agent's ``StockKernelMode``: idle batch pods, raised critical and high weights."""
 
     name = "stockmode"
 
@@ -76,13 +77,16 @@ class StockKernelModeArm:
         missing = self.mode.apply(pods)
         if missing:
             raise BenchmarkError(f"stock-kernel mode found no cgroup for pods {missing}")
-        idle = sum(
-            1
-            for pod in pods
-            if (self.layout.pod_directory(pod.cgroup_uid, pod.qos) / IDLE_FILE).read_text().strip()
-            == "1"
-        )
-        return {"pods_with_cpu_idle": idle}
+        idle = 0
+        raised = 0
+        for pod in pods:
+            directory = self.layout.pod_directory(pod.cgroup_uid, pod.qos)
+            if (directory / IDLE_FILE).read_text().strip() == "1":
+                idle += 1
+            weight = self.mode.target_weight(pod.tier)
+            if weight is not None:
+                raised += (directory / self.mode.weight_file).read_text().strip() == str(weight)
+        return {"pods_with_cpu_idle": idle, "pods_with_raised_weight": raised}
 
     def release(self) -> None:
         self.mode.apply([])

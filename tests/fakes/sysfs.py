@@ -28,3 +28,11 @@ def make_fake_cgroup2_root(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     return root
+
+
+def make_fake_kernel_config(boot_dir: Path, release: str) -> Path:
+    """A FAKE ``/boot/config-<release>``: the agent only checks that the file is readable."""
+    boot_dir.mkdir(parents=True, exist_ok=True)
+    config = boot_dir / f"config-{release}"
+    config.write_text("CONFIG_SCHED_CLASS_EXT=y\nCONFIG_DEBUG_INFO_BTF=y\n")
+    return config

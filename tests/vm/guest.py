@@ -1,22 +1,23 @@
 """Checks that run inside the sched_ext virtual machine, started by ``tests/vm/rig.py``.
 
-The guest runs this file as root with the host's Python (the host filesystem is the guest's
-root over 9p) and only the standard library. It reads a plan (JSON) that names the checks and
-their arguments, runs them one after another and rewrites the results file after each check,
-so a crash or a timeout still leaves the results gathered so far.
+The guest runs this module as root with the host's Python (the host filesystem is the guest's
+root over 9p), from the repository root so that the agent's modules import. It reads a plan
+(JSON) that names the checks and their arguments, runs them one after another and rewrites
+the results file after each check, so a crash or a timeout still leaves the results gathered
+so far. The checks use the standard library, except those that run the agent's own code
+(``kernel_config``, and the agent check of ``guestagent.py``).
 
 Each check records what it observed (sysfs states, exit codes, layer task counts) and the
 tests on the host assert on those observations. The VM runs under QEMU's emulator (TCG) on
 a shared machine, so durations here are not representative of real hardware: the checks test
 behaviour, never latency, and their timeouts are generous.
 
-Usage: ``python guest.py PLAN.json RESULTS.json``
+Usage: ``python -m tests.vm.guest PLAN.json RESULTS.json``
 """
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,132 +26,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SCHED_EXT = Path("/sys/kernel/sched_ext")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-STATS_SOCKET = Path("/var/run/scx/root/stats")
-
-# Seconds; loading and verifying scx_layered's BPF programs is slow under emulation.
-ATTACH_TIMEOUT_SECONDS = 180.0
-DETACH_TIMEOUT_SECONDS = 60.0
-PLACEMENT_TIMEOUT_SECONDS = 60.0
-LOG_TAIL_LINES = 60
-
-Observed = dict[str, Any]
-
-
-def read_text(path: Path) -> str | None:
-    """Return the stripped content of a sysfs or proc file, or None when it is missing."""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def sched_ext_state() -> str | None:
-    return read_text(SCHED_EXT / "state")
-
-
-def sched_ext_ops() -> str | None:
-    """Name of the attached root scheduler; the ``root`` directory exists only while attached."""
-    return read_text(SCHED_EXT / "root" / "ops")
-
-
-def wait_for(predicate: Callable[[], bool], timeout_seconds: float) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-
-
-def log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as error:
-        return f"(no log: {error})"
-    return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, from ``/proc/<pid>/stat``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of proc(5), and fields[0] here is field 3 (state).
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def on_sched_ext(pid: int) -> bool | None:
-    """Whether the task runs in the sched_ext class (``ext.enabled`` in ``/proc/<pid>/sched``)."""
-    text = read_text(Path(f"/proc/{pid}/sched"))
-    if text is None:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "ext.enabled":
-            return value.strip() == "1"
-    return None
-
-
-class Scheduler:
-    """One scx_layered process started with a config file, its output in a log file."""
-
-    def __init__(self, binary: str, config: str, log_path: Path) -> None:
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        # The previous check's scheduler may still be detaching, and a second one cannot attach.
-        wait_for(lambda: sched_ext_state() == "disabled", DETACH_TIMEOUT_SECONDS)
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [binary, f"f:{config}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # tracing-subscriber writes no colour codes into the log with NO_COLOR set.
-                env=dict(os.environ, NO_COLOR="1"),
-            )
-        self.started = time.monotonic()
-
-    def wait_attached(self) -> Observed:
-        """Wait until the kernel reports layered as the enabled root scheduler."""
-
-        def attached_or_exited() -> bool:
-            if self.process.poll() is not None:
-                return True
-            ops = sched_ext_ops() or ""
-            return sched_ext_state() == "enabled" and ops.startswith("layered")
-
-        wait_for(attached_or_exited, ATTACH_TIMEOUT_SECONDS)
-        exit_code = self.process.poll()
-        ops = sched_ext_ops()
-        attached = (
-            exit_code is None
-            and sched_ext_state() == "enabled"
-            and (ops or "").startswith("layered")
-        )
-        return {
-            "attached": attached,
-            "ops": ops,
-            "attach_seconds": round(time.monotonic() - self.started, 1),
-            "exit_code_before_attach": exit_code,
-        }
-
-    def stop(self, signum: int) -> Observed:
-        """Send ``signum``, wait for the process to exit and for sched_ext to be disabled."""
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            exit_code: int | None = self.process.wait(DETACH_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            exit_code = None
-        wait_for(lambda: sched_ext_state() == "disabled", DETACH_TIMEOUT_SECONDS)
-        return {"exit_code": exit_code, "state_after": sched_ext_state()}
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+from agent.topology import detect_sched_ext
+from tests.vm.guestagent import check_agent
+from tests.vm.guestkube import GuestKube, KubeError
+from tests.vm.guestlib import (
+    CGROUP_ROOT,
+    Observed,
+    Scheduler,
+    cpu_seconds,
+    log_tail,
+    on_sched_ext,
+    read_text,
+    sched_ext_ops,
+    sched_ext_state,
+)
 
 
 def check_kernel(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
@@ -210,86 +99,77 @@ def check_sigkill(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
     return observed
 
 
-def enable_cpu_controller(relative: str) -> None:
-    """Create a cgroup and enable ``cpu`` for its parents' children, as the kubelet does."""
-    directory = CGROUP_ROOT
-    for part in relative.split("/"):
-        control = directory / "cgroup.subtree_control"
-        if "cpu" not in (read_text(control) or "").split():
-            control.write_text("+cpu")
-        directory = directory / part
-        directory.mkdir(exist_ok=True)
+def check_network(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
+    """Configure the user-mode network statically and reach the host's API server.
 
-
-def start_in_cgroup(relative: str) -> subprocess.Popen[bytes]:
-    """Start a sleeping task that moves itself into the cgroup before it executes ``sleep``."""
-    script = 'echo 0 > "$1/cgroup.procs" && exec sleep 3600'
-    return subprocess.Popen(["sh", "-c", script, "sh", str(CGROUP_ROOT / relative)])
-
-
-def layer_task_counts() -> dict[str, int] | None:
-    """Current task count of every layer, from scx_layered's stats socket (or None)."""
-    request = json.dumps({"req": "stats", "args": {"target": "top"}}) + "\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(10.0)
-            connection.connect(str(STATS_SOCKET))
-            connection.sendall(request.encode())
-            reply = connection.makefile("rb").readline()
-    except OSError:
-        return None
-    message = json.loads(reply)
-    if message.get("errno") != 0:
-        return None
-    layers = message["args"]["resp"]["layers"]
-    return {name: int(layer["tasks"]) for name, layer in layers.items()}
-
-
-def check_tiers(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
-    """Start tasks in kubelet-style pod cgroups and read their layers' task counts.
-
-    ``args["tasks"]`` lists ``{"cgroup": <path below /sys/fs/cgroup>, "layer": <name>}``.
-    Every task sits in a cgroup that only this check creates, so each non-catch-all layer
-    must count exactly the tasks started for it.
+    vng runs with ``--no-dhcp``: QEMU's user-mode network always gives the guest 10.0.2.15
+    and forwards the gateway 10.0.2.2 to the host's loopback interface.
     """
-    expected: dict[str, int] = {}
-    for task in args["tasks"]:
-        expected[task["layer"]] = expected.get(task["layer"], 0) + 1
-        enable_cpu_controller(task["cgroup"])
-    scheduler = Scheduler(plan["scx_layered"], args["config"], Path(args["log"]))
-    tasks: list[subprocess.Popen[bytes]] = []
-    observed: Observed = {}
+    commands = [
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "set", "eth0", "up"],
+        ["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"],
+    ]
+    if not Path("/sys/class/net/eth0").exists():
+        commands.insert(0, ["modprobe", "virtio_net"])
+    failures = []
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            failures.append(f"{' '.join(command)}: {result.stderr.strip()}")
+    observed: Observed = {"interface_failures": failures, "version": None, "error": None}
     try:
-        observed = scheduler.wait_attached()
-        observed["layer_tasks"] = None
+        observed["version"] = GuestKube.load(args["kube"]).get("/version").get("gitVersion")
+    except KubeError as error:
+        observed["error"] = str(error)
+    return observed
+
+
+def check_kernel_config(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
+    """The agent's sched_ext support check, before or after the kernel config is installed.
+
+    ``main`` covers ``/boot`` with an empty tmpfs, and Debian kernels have no
+    ``/proc/config.gz``, so the guest has no readable kernel config until ``install`` is true.
+    libbpf reads the running kernel's config there to resolve the ``__kconfig`` externs of
+    scx_layered's BPF programs, and without it the BPF load fails with EINVAL.
+    """
+    if args.get("install"):
+        config = Path(f"/boot/config-{os.uname().release}")
+        config.write_bytes(Path(plan["kernel_config"]).read_bytes())
+    support = detect_sched_ext(Path("/sys"))
+    return {
+        "supported": support.supported,
+        "reason": support.reason,
+        "kernel_config": str(support.kernel_config) if support.kernel_config else None,
+    }
+
+
+def check_load_failure(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
+    """Start scx_layered with a config it is expected to reject; record how it ended.
+
+    ``args["timeout_seconds"]`` limits the wait for the load to fail. A scheduler that
+    attaches anyway is stopped with SIGTERM.
+    """
+    scheduler = Scheduler(plan["scx_layered"], args["config"], Path(args["log"]))
+    try:
+        observed = scheduler.wait_attached(args["timeout_seconds"])
         if observed["attached"]:
-            tasks = [start_in_cgroup(task["cgroup"]) for task in args["tasks"]]
-            last: dict[str, int] | None = None
-
-            def counts_reached() -> bool:
-                nonlocal last
-                last = layer_task_counts()
-                return last is not None and all(
-                    last.get(layer, 0) >= count for layer, count in expected.items()
-                )
-
-            wait_for(counts_reached, PLACEMENT_TIMEOUT_SECONDS)
-            observed["layer_tasks"] = last
-        observed |= scheduler.stop(signal.SIGTERM)
+            observed |= scheduler.stop(signal.SIGTERM)
+        observed["state_after"] = sched_ext_state()
     finally:
         scheduler.kill()
-        for task in tasks:
-            task.kill()
-            task.wait()
     observed["log"] = log_tail(scheduler.log_path)
     return observed
 
 
 CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Observed]] = {
     "kernel": check_kernel,
+    "network": check_network,
+    "kernel_config": check_kernel_config,
     "attach": check_attach,
     "sigkill": check_sigkill,
-    "tiers": check_tiers,
+    "load_failure": check_load_failure,
+    "agent": check_agent,
 }
 
 
@@ -299,23 +179,12 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def install_kernel_config(config: Path) -> None:
-    """Make the kernel's config visible at ``/boot/config-<release>`` as an installed kernel has.
-
-    libbpf reads the running kernel's Kconfig there (or in ``/proc/config.gz``, which Debian
-    kernels do not build) to resolve the ``__kconfig`` externs of scx_layered's BPF programs.
-    Without it the BPF load fails with EINVAL. The guest mounts the host's ``/boot`` read-only,
-    so a tmpfs covers it inside the guest only.
-    """
-    boot = Path("/boot")
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(boot)], check=True)
-    (boot / f"config-{os.uname().release}").write_bytes(config.read_bytes())
-
-
 def main(plan_path: str, results_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text())
     output = Path(results_path)
-    install_kernel_config(Path(plan["kernel_config"]))
+    # The guest mounts the host's /boot read-only. An empty tmpfs over it, inside the guest
+    # only, leaves the guest without a kernel config until a kernel_config check installs it.
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/boot"], check=True)
     results: dict[str, Any] = {"finished": False, "checks": {}}
     write_results(output, results)
     for check in plan["checks"]:

@@ -1,22 +1,26 @@
-"""Boot the sched_ext virtual machine once and run a batch of guest checks in it.
+"""Boot the sched_ext virtual machines of a test session and run batches of guest checks.
 
 ``scripts/vm-rig.sh`` prepares the rig in ``$TEMPER_CACHE_DIR/vm`` (default
 ``~/.cache/temper/vm``): a Debian kernel built with ``CONFIG_SCHED_CLASS_EXT``, scx_layered
 built from crates.io, and virtme-ng (``vng``) in the project's virtualenv. ``rig.json`` there
 names the paths.
 
-``run_checks`` writes a plan and a launcher script to a work directory, boots the kernel with
-``vng`` under QEMU's emulator (TCG) and shares the work directory with the guest read-write
-over 9p. KVM is not used because QEMU 7.2 on the build machines aborts with "failed to set
-MSR 0x10a" or a KVM internal error when it runs nested. The guest runs ``tests/vm/guest.py``
+``run_checks`` writes a plan and a launcher script per group of checks, boots the kernel once
+per group with ``vng`` under QEMU's emulator (TCG), all groups side by side, and shares each
+group's work directory with its guest read-write over 9p. KVM is not used because QEMU 7.2
+on the build machines aborts with "failed to set MSR 0x10a" or a KVM internal error when it
+runs nested. The guest runs ``tests/vm/guest.py``
 with the host's Python, because the host filesystem is the guest's root, and writes the
-results as JSON into the work directory. vng cannot return the guest's output on these
-machines (no udev, so no virtio-serial script ports), which is why results travel through a
-file.
+results as JSON into the work directory. It has QEMU's user-mode network, in which the
+address 10.0.2.2 reaches the host's loopback interface: guest checks use a kube-apiserver
+that the tests started on 127.0.0.1, which stays unreachable from outside the host. vng
+cannot return the guest's output on these machines (no udev, so no virtio-serial script
+ports), which is why results travel through a file.
 
-Only one VM runs at a time on a machine: ``run_checks`` takes an exclusive lock on
-``vm.lock`` in the rig directory first, because several emulated VMs on two cores slow
-each scx_layered attach from about 30 s to several minutes.
+Only one test session's VMs run at a time on a machine: ``run_checks`` takes an exclusive
+lock on ``vm.lock`` in the rig directory first, because more emulated VMs than cores slow
+each scx_layered attach from about 30 s to several minutes. A session boots two VMs, one
+per core of the 2-core build machines.
 """
 
 import fcntl
@@ -26,11 +30,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GUEST_PROGRAM = Path(__file__).resolve().parent / "guest.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUEST_MODULE = "tests.vm.guest"
 RIG_SCRIPT = "scripts/vm-rig.sh"
 VM_CPUS = 2
 VM_MEMORY = "2G"
@@ -97,13 +103,23 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class VmBoot:
+    """One VM of a run; ``boot_seconds`` is None when the guest never started."""
+
+    name: str
+    boot_seconds: float | None
+    vm_seconds: float
+    workdir: Path
+
+
+@dataclass(frozen=True)
 class VmRun:
-    """Results and timings of one boot; ``boot_seconds`` is None when the guest never started."""
+    """Results of every check of a run's VMs, by check name, and how the VMs went."""
 
     checks: dict[str, CheckResult]
     lock_wait_seconds: float
-    boot_seconds: float | None
-    vm_seconds: float
+    boots: list[VmBoot]
+    wall_seconds: float
     workdir: Path
 
 
@@ -119,6 +135,7 @@ def write_guest_files(rig: Rig, checks: list[Check], workdir: Path) -> Path:
     """Write the plan and the launcher script that vng executes; return the launcher."""
     plan_path = workdir / "plan.json"
     plan = {
+        "repo": str(REPO_ROOT),
         "scx_layered": str(rig.scx_layered),
         "kernel_config": str(rig.kernel_config),
         "checks": [{"name": c.name, "kind": c.kind, "args": c.args} for c in checks],
@@ -130,7 +147,8 @@ def write_guest_files(rig: Rig, checks: list[Check], workdir: Path) -> Path:
     launcher.write_text(
         "#!/bin/sh\n"
         f"date +%s.%N > {workdir}/booted\n"
-        f"exec {sys.executable} {GUEST_PROGRAM} {plan_path} {workdir}/results.json"
+        f"cd {REPO_ROOT}\n"
+        f"exec {sys.executable} -m {GUEST_MODULE} {plan_path} {workdir}/results.json"
         f" > {workdir}/guest.log 2>&1\n"
     )
     launcher.chmod(0o755)
@@ -156,8 +174,15 @@ def acquire_vm_lock(rig: Rig, timeout_seconds: float) -> int:
             time.sleep(1.0)
 
 
-def boot(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> str:
-    """Run the launcher in a fresh VM and return how vng ended, as a note for error messages."""
+def boot(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> tuple[str, float]:
+    """Run the launcher in a fresh VM; return how vng ended (a note for error messages) and
+    the seconds it ran."""
+    started = time.monotonic()
+    note = _run_vng(rig, launcher, workdir, timeout_seconds)
+    return note, round(time.monotonic() - started, 1)
+
+
+def _run_vng(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> str:
     command = [
         str(rig.vng),
         "--verbose",
@@ -172,6 +197,12 @@ def boot(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> str
         # scx_layered attached, because the kernel patches static branches in code that the
         # other vCPU was executing.
         "--qemu-opts=-accel tcg,thread=single",
+        # QEMU's user-mode network: the guest reaches the host's loopback interface, where
+        # the test's kube-apiserver listens, at 10.0.2.2. The guest configures its address
+        # itself (guest.py's network check), so vng's DHCP client stays off.
+        "--network",
+        "user",
+        "--no-dhcp",
         f"--rwdir={workdir}",
         "--run",
         str(rig.kernel_image),
@@ -200,42 +231,73 @@ def boot(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> str
 
 def run_checks(
     rig: Rig,
-    checks: list[Check],
+    groups: dict[str, list[Check]],
     workdir: Path,
     timeout_seconds: float,
     lock_timeout_seconds: float = 900.0,
 ) -> VmRun:
-    """Boot the VM once, run ``checks`` in the guest in order and return their results.
+    """Boot one VM per group of checks, all at once, and return the results of every check.
 
-    ``timeout_seconds`` limits the VM run, ``lock_timeout_seconds`` the wait for another
-    session's VM to finish. Raises VmError with the guest's logs when the VM does not boot,
-    the guest program fails or times out, or a check is missing from the results.
+    Each group's checks run in order in its own VM, with ``workdir/<group>`` as its work
+    directory. Single-threaded TCG runs a VM on one host core, so VMs booted side by side
+    finish sooner on a machine with more cores. ``timeout_seconds`` limits each VM run,
+    ``lock_timeout_seconds`` the wait for another session's VMs to finish. Raises VmError
+    with the guest's logs when a VM does not boot, a guest program fails or times out, or a
+    check is missing from the results.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    results_path = workdir / "results.json"
-    results_path.unlink(missing_ok=True)
-    launcher = write_guest_files(rig, checks, workdir)
+    prepared = {}
+    for name, checks in groups.items():
+        directory = workdir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "results.json").unlink(missing_ok=True)
+        prepared[name] = (checks, directory, write_guest_files(rig, checks, directory))
 
     waited = time.monotonic()
     lock = acquire_vm_lock(rig, lock_timeout_seconds)
     lock_wait_seconds = time.monotonic() - waited
     started = time.time()
     try:
-        exit_note = boot(rig, launcher, workdir, timeout_seconds)
+        with ThreadPoolExecutor(max_workers=len(prepared)) as pool:
+            futures = {
+                name: pool.submit(boot, rig, launcher, directory, timeout_seconds)
+                for name, (_, directory, launcher) in prepared.items()
+            }
+            outcomes = {name: future.result() for name, future in futures.items()}
     finally:
         os.close(lock)
-    vm_seconds = time.time() - started
 
-    booted_file = workdir / "booted"
-    boot_seconds = None
-    if booted_file.exists():
-        boot_seconds = round(float(booted_file.read_text()) - started, 1)
+    parsed: dict[str, CheckResult] = {}
+    boots = []
+    for name, (checks, directory, _) in prepared.items():
+        exit_note, vm_seconds = outcomes[name]
+        boots.append(VmBoot(name, _boot_seconds(directory, started), vm_seconds, directory))
+        parsed |= _parse_results(checks, directory, f"VM {name}: {exit_note}")
+    return VmRun(
+        checks=parsed,
+        lock_wait_seconds=round(lock_wait_seconds, 1),
+        boots=boots,
+        wall_seconds=round(time.time() - started, 1),
+        workdir=workdir,
+    )
+
+
+def _boot_seconds(directory: Path, started: float) -> float | None:
+    """Seconds from the start of the run until the guest's userspace ran the launcher."""
+    booted_file = directory / "booted"
+    if not booted_file.exists():
+        return None
+    return round(float(booted_file.read_text()) - started, 1)
+
+
+def _parse_results(checks: list[Check], directory: Path, exit_note: str) -> dict[str, CheckResult]:
+    """Read one VM's results; raise VmError with its logs when any check is missing."""
+    results_path = directory / "results.json"
 
     def failure(reason: str) -> VmError:
         return VmError(
-            f"{reason} ({exit_note}; logs in {workdir})\n"
-            f"--- guest.log (tail) ---\n{tail(workdir / 'guest.log')}\n"
-            f"--- console.log (tail) ---\n{tail(workdir / 'console.log')}"
+            f"{reason} ({exit_note}; logs in {directory})\n"
+            f"--- guest.log (tail) ---\n{tail(directory / 'guest.log')}\n"
+            f"--- console.log (tail) ---\n{tail(directory / 'console.log')}"
         )
 
     if not results_path.exists():
@@ -243,7 +305,6 @@ def run_checks(
     results = json.loads(results_path.read_text())
     if not results["finished"]:
         raise failure("the guest did not finish its checks")
-
     parsed: dict[str, CheckResult] = {}
     for check in checks:
         entry = results["checks"].get(check.name)
@@ -252,10 +313,4 @@ def run_checks(
         parsed[check.name] = CheckResult(
             observed=entry["observed"], error=entry["error"], seconds=entry["seconds"]
         )
-    return VmRun(
-        checks=parsed,
-        lock_wait_seconds=round(lock_wait_seconds, 1),
-        boot_seconds=boot_seconds,
-        vm_seconds=round(vm_seconds, 1),
-        workdir=workdir,
-    )
+    return parsed

@@ -1,36 +1,34 @@
-"""scx_layered on a real sched_ext kernel: attach, detach, crash recovery and task placement.
+"""scx_layered on a real sched_ext kernel: attach, detach, crash recovery, the kernel config
+the load needs and a config shape that fails to load.
 
 All checks ran in one VM boot (see ``conftest.py``); each test reads its check's observations.
-The VM runs under QEMU's emulator, so the tests check behaviour and never latency.
+The VM runs under QEMU's emulator, so the tests check behaviour and never latency. Task
+placement in tier layers and CPU limits are checked with the agent in ``test_agent_vm.py``.
 """
 
-from typing import Any
+import json
 
 import pytest
 
-from temper.tiers import Tier
+from agent.validation import LayerConfigError, validate_layer_config
 from tests.vm.conftest import (
     GOLDEN_CONFIGS,
+    GOLDEN_DIR,
+    PREEMPT_MIX_GOLDEN,
+    SIGKILL_GOLDEN,
     VM_LOCK_TIMEOUT_SECONDS,
     VM_TIMEOUT_SECONDS,
-    tier_pods,
+    observed,
+    preempt_mix_config,
 )
 from tests.vm.rig import VmRun
 
 # pytest-timeout counts the session fixture's lock wait and boot against the first test.
 pytestmark = [
     pytest.mark.vm,
+    pytest.mark.controlplane,
     pytest.mark.timeout(VM_LOCK_TIMEOUT_SECONDS + VM_TIMEOUT_SECONDS + 60),
 ]
-
-CATCH_ALL_LAYER = Tier.NORMAL.value
-
-
-def observed(vm_run: VmRun, name: str) -> dict[str, Any]:
-    result = vm_run.checks[name]
-    assert result.error is None, f"guest check {name} raised:\n{result.error}"
-    assert result.observed is not None
-    return result.observed
 
 
 def test_kernel_sched_ext_disabled_at_boot(vm_run: VmRun) -> None:
@@ -51,6 +49,12 @@ def test_kernel_has_btf(vm_run: VmRun) -> None:
 
 @pytest.mark.parametrize("golden", GOLDEN_CONFIGS)
 def test_golden_config_attaches(vm_run: VmRun, golden: str) -> None:
+    if golden == SIGKILL_GOLDEN:
+        # The sigkill check attached this config; it ends with SIGKILL instead of SIGTERM.
+        sigkill = observed(vm_run, "sigkill")
+        assert sigkill["attached"], f"scx_layered log (tail):\n{sigkill['log']}"
+        assert sigkill["ops"].startswith("layered")
+        return
     attach = observed(vm_run, f"attach:{golden}")
     log = f"scx_layered log (tail):\n{attach['log']}"
     exit_code = attach["exit_code_before_attach"]
@@ -79,24 +83,42 @@ def test_sigkill_leaves_busy_task_running(vm_run: VmRun) -> None:
     assert sigkill["busy_cpu_seconds_in_2s"] > 0.5
 
 
-def test_tiers_scheduler_attached(vm_run: VmRun) -> None:
-    tiers = observed(vm_run, "tiers")
-    assert tiers["attached"], f"scx_layered log (tail):\n{tiers['log']}"
-    assert tiers["exit_code"] == 0
+def test_network_reaches_host_apiserver(vm_run: VmRun) -> None:
+    network = observed(vm_run, "network")
+    assert network["interface_failures"] == []
+    assert network["error"] is None
+    assert network["version"].startswith("v1.")
 
 
-@pytest.mark.parametrize("tier", [t for t in Tier if t.value != CATCH_ALL_LAYER])
-def test_tiers_pod_tasks_in_tier_layer(vm_run: VmRun, tier: Tier) -> None:
-    tiers = observed(vm_run, "tiers")
-    expected = sum(1 for pod in tier_pods() if pod.tier is tier)
-    layer_tasks = tiers["layer_tasks"]
-    assert layer_tasks is not None, f"no stats from scx_layered\n{tiers['log']}"
-    assert layer_tasks.get(tier.value) == expected, f"layer task counts: {layer_tasks}"
+def test_missing_kernel_config_reported(vm_run: VmRun) -> None:
+    release = observed(vm_run, "kernel")["release"]
+    missing = observed(vm_run, "kernel-config:missing")
+    assert missing["supported"] is False
+    assert "no readable kernel config" in missing["reason"]
+    assert f"/boot/config-{release}" in missing["reason"]
 
 
-def test_tiers_catch_all_layer_has_other_tasks(vm_run: VmRun) -> None:
-    tiers = observed(vm_run, "tiers")
-    layer_tasks = tiers["layer_tasks"]
-    assert layer_tasks is not None, f"no stats from scx_layered\n{tiers['log']}"
-    # The normal pod's task shares the catch-all with every task outside the pods.
-    assert layer_tasks.get(CATCH_ALL_LAYER, 0) > 1, f"layer task counts: {layer_tasks}"
+def test_installed_kernel_config_found(vm_run: VmRun) -> None:
+    release = observed(vm_run, "kernel")["release"]
+    installed = observed(vm_run, "kernel-config:installed")
+    assert installed["supported"] is True, installed["reason"]
+    assert installed["kernel_config"] == f"/boot/config-{release}"
+
+
+def test_open_preempt_mix_rejected_by_validator() -> None:
+    golden = json.loads((GOLDEN_DIR / f"{PREEMPT_MIX_GOLDEN}.json").read_text())
+    validate_layer_config(golden, cpus=8)
+    with pytest.raises(LayerConfigError) as raised:
+        validate_layer_config(preempt_mix_config(), cpus=8)
+    [problem] = raised.value.problems
+    assert "E2BIG" in problem
+
+
+def test_open_preempt_mix_fails_to_load(vm_run: VmRun) -> None:
+    """The validator's rule holds for this scx_layered: the mixed config does not load."""
+    rejected = observed(vm_run, "preempt-mix")
+    log = f"scx_layered log (tail):\n{rejected['log']}"
+    assert not rejected["attached"], log
+    assert rejected["exit_code_before_attach"] not in (None, 0), log
+    assert "E2BIG" in rejected["log"] or "Argument list too long" in rejected["log"], log
+    assert rejected["state_after"] == "disabled", log
