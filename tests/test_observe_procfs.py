@@ -1,13 +1,13 @@
 """The procfs source of the observation against real threads in real cgroup v1 ``cpu`` cgroups.
 
 It checks what the sampler relies on: descriptors of ``/proc/<pid>/task/<tid>`` files kept open
-return fresh values with ``pread``, and fail with ``ESRCH`` once the thread is gone. And it
-checks how the sampler uses them: one descriptor set per thread for its lifetime, ``stat``
-and ``status`` only on a thread's turn, exited threads retired at the next pass with their
-counters, new threads found at their pod's next listing. A test checks that the layer check
-finds cgroups created or replaced between two counts although it lists unchanged directories
-no more. The last ones check how the settings and the linter set the sampler's periods and
-per-pass tiers.
+return fresh values with ``pread``, and fail with ``ESRCH`` once the thread is gone. Then it
+checks how the sampler uses them. Each thread keeps one descriptor set for its lifetime,
+``stat`` and ``status`` are read on the thread's turn only, exited threads leave at the next
+pass with their counters, and new threads are found at their pod's next listing. A test
+checks that the layer check finds cgroups created or replaced between two counts although it
+lists unchanged directories no more. The last ones check how the settings and the linter set
+the sampler's periods and per-pass tiers.
 """
 
 import errno
@@ -299,7 +299,7 @@ def remove_cgroup(directory: Path) -> None:
 
 @pytest.mark.root
 @needs_root
-def test_layer_check_finds_cgroups_created_between_counts(pod: tuple[PodTarget, Path]) -> None:
+def test_layer_check_finds_new_cgroups(pod: tuple[PodTarget, Path]) -> None:
     target, container_dir = pod
     config: list[dict[str, Any]] = [
         {"name": "pods", "matches": [[{"CgroupPrefix": target.cgroup}]], "kind": {"Open": {}}},

@@ -545,8 +545,8 @@ class ThreadSampler:
         self._last = now
         stale = self._stale = bytearray(map(operator.or_, self._stale, ran))
 
-        # stat and status of the threads whose turn it is, if they ran since their last read;
-        # stat of the threads the linter samples, if they ran since the last pass.
+        # stat and status of the threads whose turn it is, if they ran since their last read.
+        # Then stat of the threads the linter samples, if they ran since the previous pass.
         due = generation % self.detail_passes
         for index in self._phase_positions[due]:
             if stale[index]:
