@@ -32,7 +32,7 @@ GOLDEN_CONFIGS = sorted(path.stem for path in GOLDEN_DIR.glob("*.json"))
 # for a minute or more. The limit keeps the VM part within a 15-minute CI budget, and
 # TEMPER_VM_TIMEOUT_SECONDS raises it on a machine that is busy with other work.
 VM_TIMEOUT_SECONDS = float(os.environ.get("TEMPER_VM_TIMEOUT_SECONDS", "900"))
-# Another test session's VM on the same machine runs to the end before this one boots.
+# Another test session's VMs on the same machine run to the end before this session boots.
 VM_LOCK_TIMEOUT_SECONDS = 900.0
 
 _runs: list[VmRun] = []
@@ -269,7 +269,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for boot in run.boots:
             terminalreporter.write_line(
                 f"sched_ext VM {boot.name}: guest userspace up after {boot.boot_seconds} s, "
-                f"VM ran {boot.vm_seconds} s"
+                f"VM ran {boot.vm_seconds} s, vng and QEMU used {boot.cpu_seconds} CPU seconds"
             )
         check_seconds = ", ".join(f"{name} {r.seconds} s" for name, r in run.checks.items())
         terminalreporter.write_line(f"sched_ext VM checks: {check_seconds}")

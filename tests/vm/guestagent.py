@@ -6,11 +6,11 @@ API server, bound to the VM's Node, and lays out the cgroups the kubelet would c
 them (systemd driver) with real processes inside.
 
 One scenario covers the agent's life, because every agent start imports for a minute or
-more under emulation: stock-kernel mode while the guest has no kernel config, scx_layered
-once the config appears, CPU limits under the agent's layers, adoption by a second agent,
-safe mode, a restart for a new config and the stop on SIGTERM. Durations are recorded to
-show that each step happened and in which order; under emulation they say nothing about
-latency on hardware.
+more under emulation. Its steps: stock-kernel mode while the guest has no kernel config,
+scx_layered once the config appears, CPU limits under the agent's layers, adoption by a
+second agent, safe mode, a restart for a new config and the stop on SIGTERM. Durations are
+recorded to show that each step happened and in which order. Under emulation they say
+nothing about latency on hardware.
 """
 
 import contextlib
@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
@@ -294,6 +295,36 @@ def cpus_used_by_hogs(container: str, pod_cgroup: str) -> Observed:
     return {"used_cpus": used, "layer_tasks": layers}
 
 
+class BlackoutWatcher(threading.Thread):
+    """Polls the kernel's state until layered detached and attached again (the blackout)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.detached_at: float | None = None
+        self.attached_at: float | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            attached = layered_attached()
+            now = time.monotonic()
+            if self.detached_at is None and not attached:
+                self.detached_at = now
+            elif self.detached_at is not None and attached:
+                self.attached_at = now
+                return
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> float | None:
+        """Wait for the end of the blackout; return its seconds, or None when none was seen."""
+        self.join(timeout)
+        self.stopped.set()
+        self.join()
+        if self.detached_at is None or self.attached_at is None:
+            return None
+        return round(self.attached_at - self.detached_at, 2)
+
+
 class AgentScenario:
     """The agent's life on the VM's Node, step by step into ``observed``."""
 
@@ -499,6 +530,9 @@ class AgentScenario:
         agent = self.agents[-1]
         step["pids_before"] = scx_layered_pids()
         step["enable_seq_before"] = sched_ext_enable_seq()
+        # The watcher starts first: creating the pods may take long under emulation.
+        watcher = BlackoutWatcher()
+        watcher.start()
         self.pods.create("api", "temper-critical", {"cpu": "500m"})
         guaranteed = {"cpu": "500m", "memory": "64Mi"}
         self.pods.create("db", "temper-critical", guaranteed, guaranteed)
@@ -508,24 +542,7 @@ class AgentScenario:
             self.pods.created[name]["pod_cgroup"] + "/" for name in ("api", "db")
         ]
 
-        # Poll the kernel's state: the blackout is the time without layered attached.
-        detached_at: float | None = None
-        attached_at: float | None = None
-        deadline = time.monotonic() + 60.0 + ATTACH_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            attached = layered_attached()
-            now = time.monotonic()
-            if detached_at is None and not attached:
-                detached_at = now
-            elif detached_at is not None and attached:
-                attached_at = now
-                break
-            time.sleep(0.05)
-        step["observed_blackout_seconds"] = (
-            round(attached_at - detached_at, 2)
-            if detached_at is not None and attached_at is not None
-            else None
-        )
+        step["observed_blackout_seconds"] = watcher.wait(60.0 + ATTACH_TIMEOUT_SECONDS)
         step["restarts_reported"] = wait_for(
             lambda: (agent.metric("temper_agent_scheduler_restarts") or 0.0) >= 1, 30.0
         )
@@ -585,7 +602,7 @@ class AgentScenario:
 
 
 def check_agent(plan: dict[str, Any], args: dict[str, Any]) -> Observed:
-    """Run the agent scenario; a failing step ends it and ``error`` holds its traceback.
+    """Run the agent scenario. A failing step ends it, with its traceback in ``error``.
 
     Steps: stock-kernel mode without a kernel config; scx_layered once the config is
     installed (the check installs it); CPU limits under the agent's layers; adoption by a

@@ -18,9 +18,9 @@ cannot return the guest's output on these machines (no udev, so no virtio-serial
 ports), which is why results travel through a file.
 
 Only one test session's VMs run at a time on a machine: ``run_checks`` takes an exclusive
-lock on ``vm.lock`` in the rig directory first, because more emulated VMs than cores slow
-each scx_layered attach from about 30 s to several minutes. A session boots two VMs, one
-per core of the 2-core build machines.
+lock on ``vm.lock`` in the rig directory first. More emulated VMs than cores slow each
+scx_layered attach from about 30 s to several minutes, and a session boots two VMs, one per
+core of the 2-core build machines.
 """
 
 import fcntl
@@ -109,6 +109,9 @@ class VmBoot:
     name: str
     boot_seconds: float | None
     vm_seconds: float
+    # CPU time of vng and QEMU. QEMU's emulation runs on one thread, so this is about the
+    # time the VM would run on an otherwise idle core.
+    cpu_seconds: float
     workdir: Path
 
 
@@ -174,15 +177,17 @@ def acquire_vm_lock(rig: Rig, timeout_seconds: float) -> int:
             time.sleep(1.0)
 
 
-def boot(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> tuple[str, float]:
-    """Run the launcher in a fresh VM; return how vng ended (a note for error messages) and
-    the seconds it ran."""
+def boot(
+    rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float
+) -> tuple[str, float, float]:
+    """Run the launcher in a fresh VM; return how vng ended (a note for error messages), the
+    seconds it ran and the CPU seconds that vng and QEMU used."""
     started = time.monotonic()
-    note = _run_vng(rig, launcher, workdir, timeout_seconds)
-    return note, round(time.monotonic() - started, 1)
+    note, cpu_seconds = _run_vng(rig, launcher, workdir, timeout_seconds)
+    return note, round(time.monotonic() - started, 1), cpu_seconds
 
 
-def _run_vng(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> str:
+def _run_vng(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) -> tuple[str, float]:
     command = [
         str(rig.vng),
         "--verbose",
@@ -221,12 +226,22 @@ def _run_vng(rig: Rig, launcher: Path, workdir: Path, timeout_seconds: float) ->
             env=env,
             start_new_session=True,
         )
-        try:
-            return f"vng exited with code {process.wait(timeout_seconds)}"
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return f"vng timed out after {timeout_seconds:.0f} s and was killed"
+        # wait4 instead of Popen.wait: it also returns the CPU time of vng and QEMU.
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.5)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        cpu_seconds = round(usage.ru_utime + usage.ru_stime, 1)
+        if pid:
+            return f"vng exited with code {process.returncode}", cpu_seconds
+        return f"vng timed out after {timeout_seconds:.0f} s and was killed", cpu_seconds
 
 
 def run_checks(
@@ -269,8 +284,9 @@ def run_checks(
     parsed: dict[str, CheckResult] = {}
     boots = []
     for name, (checks, directory, _) in prepared.items():
-        exit_note, vm_seconds = outcomes[name]
-        boots.append(VmBoot(name, _boot_seconds(directory, started), vm_seconds, directory))
+        exit_note, vm_seconds, cpu_seconds = outcomes[name]
+        boot_seconds = _boot_seconds(directory, started)
+        boots.append(VmBoot(name, boot_seconds, vm_seconds, cpu_seconds, directory))
         parsed |= _parse_results(checks, directory, f"VM {name}: {exit_note}")
     return VmRun(
         checks=parsed,

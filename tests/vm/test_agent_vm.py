@@ -2,7 +2,7 @@
 
 The guest runs ``temper agent`` on pods created in the API server and bound to the VM's
 Node, with kubelet-style cgroups (systemd driver, cgroup v2) and real processes in them
-(``guestagent.py``). All checks ran in the session's single boot (see ``conftest.py``). The
+(``guestagent.py``). All checks ran in the session's VM boots (see ``conftest.py``). The
 VM runs under QEMU's emulator: durations only show that each step happened in order, and
 every bound on time or CPU use is wide. These tests verify behaviour, never latency.
 """

@@ -1,9 +1,10 @@
 """scx_layered on a real sched_ext kernel: attach, detach, crash recovery, the kernel config
 the load needs and a config shape that fails to load.
 
-All checks ran in one VM boot (see ``conftest.py``); each test reads its check's observations.
-The VM runs under QEMU's emulator, so the tests check behaviour and never latency. Task
-placement in tier layers and CPU limits are checked with the agent in ``test_agent_vm.py``.
+All checks ran in the session's VM boots (see ``conftest.py``); each test reads its check's
+observations. The VMs run under QEMU's emulator, so the tests check behaviour and never
+latency. Task placement in tier layers and CPU limits are checked with the agent in
+``test_agent_vm.py``.
 """
 
 import json
