@@ -18,8 +18,8 @@ Who else writes these files (Kubernetes v1.37.2 source, ``pkg/kubelet``):
   cgroup) and again on an in-place resize (``kuberuntime/kuberuntime_manager.go``,
   ``doPodResizeAction`` through ``SetPodCgroupConfig``), which overwrites a raised weight.
 - The kubelet rewrites the QoS-level cgroups (``kubepods/burstable``, ``kubepods/besteffort``)
-  at start and every minute (``cm/qos_container_manager_linux.go``, ``UpdateCgroups``). This
-  mode never writes them.
+  at start, every minute (``cm/qos_container_manager_linux.go``, ``UpdateCgroups``) and
+  before it creates a pod cgroup (``kubelet.go``, ``SyncPod``). This mode never writes them.
 - The kubelet does not manage ``cpu.idle``.
 
 The agent calls :meth:`StockKernelMode.apply` on every reconcile, so a value overwritten by
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 IDLE_FILE = "cpu.idle"
 WEIGHT_FILES = {CgroupVersion.V1: "cpu.shares", CgroupVersion.V2: "cpu.weight"}
 # The weight the kernel gives a group when its cpu.idle goes back to 0 (NICE_0_LOAD).
+# NOTE: the v2 value is the kernel's cpu.weight for 1024, derived and not observed, because
+# the test host binds the cpu controller to cgroup v1.
 KERNEL_RESET_WEIGHTS = {CgroupVersion.V1: "1024", CgroupVersion.V2: "100"}
 MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262144
