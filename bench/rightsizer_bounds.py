@@ -1,6 +1,6 @@
 """Bounds on the slack of any request re-computed every 5 minutes, for bench/rightsizer.py.
 
-The replay keeps each request for one cadence (5 minutes). Two references, both told the
+The replay keeps each request for one cadence (5 minutes). Two references, both given the
 future, show how much slack is left to win in each trace family:
 
 - the 5-minute oracle knows every second of CPU use in each coming block and picks each

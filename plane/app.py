@@ -156,7 +156,7 @@ async def uncordon_node(request: web.Request) -> web.Response:
 
 
 async def _drain_options(request: web.Request) -> tuple[int | None, float]:
-    """The grace period and timeout of a drain, from the body or the settings."""
+    """Read a drain's grace period and timeout from the body, else from the settings."""
     settings = request.app[SETTINGS_KEY]
     grace: Any = settings.eviction_grace_period_seconds
     timeout: Any = settings.drain_timeout_seconds

@@ -9,7 +9,7 @@ names it, to a price per CPU-core-hour and per node-hour::
     default: {cpuCoreHour: 0.05, nodeHour: 0.2}
 
 ``default`` prices Nodes without the label and machine types the table does not list. Without
-it, those Nodes stay unpriced and the savings view says so instead of guessing a price.
+it, those Nodes stay unpriced and the savings view marks them unpriced instead of guessing a price.
 """
 
 import json
@@ -63,7 +63,7 @@ class PriceTable(BaseModel):
 
 
 class PriceSource(StrEnum):
-    """Where the price of a machine type came from."""
+    """Source of a machine type's price: its own table entry, the default, or none."""
 
     TABLE = "table"
     DEFAULT = "default"
@@ -144,8 +144,8 @@ def load_price_table(path: Path) -> PriceTable:
 class PriceBook:
     """The current price table, reread when its file changes.
 
-    A file that becomes invalid is logged and the last valid table stays in use; ``error``
-    then holds the reason, which the savings view reports.
+    A file that becomes invalid is logged and the last valid table stays in use. ``error``
+    then contains the reason, which the savings view reports.
     """
 
     def __init__(self, path: Path | None) -> None:

@@ -8,7 +8,7 @@ from temper.settings import Settings
 
 
 class SavingsSettings(Settings):
-    """Where the savings view reads its prices."""
+    """Settings for the savings view's price table."""
 
     price_table_path: Path | None = Field(
         None,

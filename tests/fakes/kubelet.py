@@ -8,7 +8,7 @@ given a CA for them (--kubelet-certificate-authority), and the test control plan
 none. Everything else about the log path (authentication, the API server's
 proxying and streaming, the plane) is real.
 
-Without ``follow=true`` the server answers the configured lines (the last ``tailLines`` of
+Without ``follow=true`` the server returns the configured lines (the last ``tailLines`` of
 them when given). With ``follow=true`` it then keeps writing ``tick <n>`` lines every
 ``interval_seconds`` until the client goes away, which it records.
 """
