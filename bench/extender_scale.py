@@ -3,8 +3,14 @@
 Starts a dedicated local control plane (etcd, kube-apiserver, kube-scheduler) in a temporary
 directory and ``temper extender`` as a subprocess. For each node count it creates the
 missing Node objects, each with a fresh ``temper.codes/tier-load`` annotation, and then runs
-the two arms, ``--rounds`` times: kube-scheduler alone, and kube-scheduler with the extender
-(node-cache-capable, ignorable, weight 5).
+three arms, ``--rounds`` times:
+
+- kube-scheduler alone;
+- kube-scheduler with ``bench/noopextender``, a Go extender that passes every node and scores
+  none. It measures what the extender protocol alone costs kube-scheduler;
+- kube-scheduler with Temper's extender.
+
+Both extenders are configured alike (node-cache-capable, ignorable, weight 5).
 
 Each arm stops kube-scheduler, creates its pods in a fresh namespace, starts kube-scheduler
 again and waits until a watch on the namespace has seen every pod bound. Throughput is
@@ -61,6 +67,8 @@ HISTOGRAM = "temper_extender_request_duration_seconds"
 NODES_GAUGE = "temper_extender_nodes_with_tier_load"
 # The benchmark writes every annotation once; this interval keeps them fresh for three hours.
 PUBLISH_INTERVAL_SECONDS = 3600
+NOOP_EXTENDER_SOURCE = Path(__file__).resolve().parent / "noopextender"
+ARMS = ("scheduler-alone", "noop-extender", "with-extender")
 
 
 @dataclass
@@ -402,6 +410,27 @@ def extender_process(
         process.stop(timeout_seconds=30)
 
 
+@contextmanager
+def noop_extender_process(workdir: Path) -> Iterator[tuple[str, int]]:
+    """Build and run ``bench/noopextender`` (Go); yield its base URL and process id."""
+    binary = workdir / "noopextender"
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=NOOP_EXTENDER_SOURCE,
+        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
+        check=True,
+    )
+    port = free_port()
+    command = [str(binary), "--address", f"127.0.0.1:{port}"]
+    process = ManagedProcess("noopextender", command, workdir / "noopextender.log")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until(lambda: http_ok(url + "readyz"), 60, "the no-op extender's /readyz")
+        yield url, process.pid
+    finally:
+        process.stop(timeout_seconds=30)
+
+
 @dataclass
 class Bench:
     """The control plane, the extender and the options shared by every arm."""
@@ -410,6 +439,8 @@ class Bench:
     admin: AdminClient
     extender_url: str
     extender_pid: int
+    noop_url: str
+    noop_pid: int
     pods: int
     concurrency: int
 
@@ -435,10 +466,16 @@ class Bench:
             log(f"created {self.pods} pods in {time.monotonic() - started:.1f} s")
 
             extenders = []
+            # The process whose CPU time is reported as the extender's. In the scheduler-alone
+            # arm that is Temper's extender, which then only watches the binds.
+            extender_pid = self.extender_pid
             if arm == "with-extender":
                 extenders = [SchedulerExtender(url_prefix=self.extender_url.rstrip("/"), weight=5)]
+            elif arm == "noop-extender":
+                extenders = [SchedulerExtender(url_prefix=self.noop_url.rstrip("/"), weight=5)]
+                extender_pid = self.noop_pid
             before = scrape_histogram(self.extender_url)
-            extender_cpu = cpu_seconds(self.extender_pid)
+            extender_cpu = cpu_seconds(extender_pid)
             load = load_average()
             log(f"{arm}, {node_count} nodes, round {round_number}: load average {load}")
             scheduler_started = time.monotonic()
@@ -447,7 +484,7 @@ class Bench:
             scheduler_cpu = cpu_seconds(scheduler_pid)
             finished = watcher.wait_for(self.pods, deadline)
             after = scrape_histogram(self.extender_url)
-            extender_cpu = cpu_seconds(self.extender_pid) - extender_cpu
+            extender_cpu = cpu_seconds(extender_pid) - extender_cpu
             scheduler_cpu = cpu_seconds(scheduler_pid) - scheduler_cpu
         finally:
             watcher.close()
@@ -514,18 +551,23 @@ def print_report(results: list[ArmResult], memory: Mapping[str, Mapping[str, flo
     print()
     print(
         "| Nodes | Round | Arm | Load average at start | Pods/s | Ratio to scheduler alone | "
-        "Handler calls | Handler p50 ms | Handler p99 ms | kube-scheduler CPU ms/pod | "
-        "Extender CPU ms/pod |"
+        "Ratio to no-op extender | Handler calls | Handler p50 ms | Handler p99 ms | "
+        "kube-scheduler CPU ms/pod | Extender CPU ms/pod |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    baseline: dict[tuple[int, int], float] = {}
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rates = {
+        (result.arm, result.node_count, result.round_number): result.pods_per_second
+        for result in results
+    }
     for result in results:
         key = (result.node_count, result.round_number)
-        ratio = calls = p50 = p99 = ""
-        if result.arm == "scheduler-alone":
-            baseline[key] = result.pods_per_second
-        elif key in baseline:
-            ratio = f"{result.pods_per_second / baseline[key]:.2f}"
+        ratio = noop_ratio = calls = p50 = p99 = ""
+        alone = rates.get(("scheduler-alone", *key))
+        noop = rates.get(("noop-extender", *key))
+        if result.arm != "scheduler-alone" and alone is not None:
+            ratio = f"{result.pods_per_second / alone:.2f}"
+        if result.arm == "with-extender" and noop is not None:
+            noop_ratio = f"{result.pods_per_second / noop:.2f}"
         both = result.handler_latency.get("both")
         if result.arm == "with-extender" and both is not None:
             calls = str(both.calls)
@@ -533,7 +575,8 @@ def print_report(results: list[ArmResult], memory: Mapping[str, Mapping[str, flo
             p99 = format_ms(both.p99_seconds)
         print(
             f"| {result.node_count} | {result.round_number} | {result.arm} | "
-            f"{result.load_average} | {result.pods_per_second:.1f} | {ratio} | {calls} | "
+            f"{result.load_average} | {result.pods_per_second:.1f} | {ratio} | {noop_ratio} | "
+            f"{calls} | "
             f"{p50} | {p99} | {result.scheduler_cpu_ms_per_pod:.2f} | "
             f"{result.extender_cpu_ms_per_pod:.2f} |"
         )
@@ -566,7 +609,7 @@ def main() -> int:
         "--node-counts", default="1000,5000", help="comma-separated node counts, ascending"
     )
     parser.add_argument("--pods", type=int, default=1000, help="pods scheduled per arm")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of both arms per node count")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of the arms per node count")
     parser.add_argument(
         "--concurrency", type=int, default=20, help="parallel create requests (threads)"
     )
@@ -588,7 +631,16 @@ def main() -> int:
         default=None,
         help="run the extender under cProfile and write its profile to this file",
     )
+    parser.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help=f"comma-separated arms run in each round, in this order, from {', '.join(ARMS)}",
+    )
     args = parser.parse_args()
+    arms = [arm for arm in args.arms.split(",") if arm]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arm {unknown[0]!r} in --arms; choose from {', '.join(ARMS)}")
     node_counts = sorted(int(count) for count in args.node_counts.split(","))
     run_deadline = time.monotonic() + args.budget_seconds
 
@@ -600,8 +652,13 @@ def main() -> int:
         plane.start()
         try:
             admin = plane.admin_client()
-            with extender_process(plane, workdir, args.profile_extender) as (url, pid):
-                bench = Bench(plane, admin, url, pid, args.pods, args.concurrency)
+            with (
+                extender_process(plane, workdir, args.profile_extender) as (url, pid),
+                noop_extender_process(workdir) as (noop_url, noop_pid),
+            ):
+                bench = Bench(
+                    plane, admin, url, pid, noop_url, noop_pid, args.pods, args.concurrency
+                )
                 created = 0
                 for node_count in node_counts:
                     names = [f"node-{index:05d}" for index in range(created, node_count)]
@@ -614,7 +671,7 @@ def main() -> int:
                     )
                     memory[f"with {node_count} nodes cached"] = resident_memory_mib(pid)
                     for round_number in range(1, args.rounds + 1):
-                        for arm in ("scheduler-alone", "with-extender"):
+                        for arm in arms:
                             if time.monotonic() > run_deadline:
                                 log(f"budget used up, skipping {arm} at {node_count} nodes")
                                 continue

@@ -3,11 +3,16 @@
 Starts a dedicated local control plane (etcd, kube-apiserver) in a temporary directory and
 ``temper webhook`` as a subprocess that registers its MutatingWebhookConfiguration. The
 kube-scheduler is stopped and the pods name a scheduler that does not exist, so only the API
-server and the webhook work on them. Two namespaces take part: ``bench-webhook`` carries the
-opt-in label and ``bench-baseline`` does not, so both arms go through the same API server and
-the same configuration, and only the opted-in arm calls the webhook.
+server and the webhooks work on them. Three namespaces take part, one per arm, all on the
+same API server:
 
-Each round runs one batch per arm, alternating which arm goes first. A batch creates its pods
+- ``bench-baseline`` has no label, so no webhook is called;
+- ``bench-noop-webhook`` selects ``bench/noopwebhook``, a Go webhook over HTTPS that adds one
+  annotation and does nothing else. It measures what calling any mutating webhook costs a
+  create, apart from the webhook's own work;
+- ``bench-webhook`` carries the opt-in label of ``temper webhook``.
+
+Each round runs one batch per arm, rotating which arm goes first. A batch creates its pods
 one after another on one keep-alive HTTPS connection and times each POST from send to the
 end of the response. The pods are deleted between batches, outside the timed part. One
 unmeasured batch per arm warms up connections and caches first.
@@ -16,11 +21,13 @@ Run from the repository root::
 
     .venv/bin/python bench/webhook_latency.py --rounds 10 --batch 50
 
-It prints the machine, the load average before and after, and a Markdown table with p50 and
-p99 per arm and their ratios.
+It prints the machine, the load average before and after, a Markdown table with p50 and p99
+per arm, and their ratios: Temper's webhook against the baseline (the target) and against the
+no-op webhook, and the no-op webhook against the baseline.
 """
 
 import argparse
+import base64
 import http.client
 import json
 import math
@@ -40,10 +47,23 @@ from typing import Any
 from temper.annotations import ORIGINAL_REQUESTS, OVERCOMMIT_ENABLED, OVERCOMMIT_LABEL
 from temper.controlplane import LocalControlPlane
 from temper.controlplane.process import free_port
+from temper.tls import CertificateAuthority
 
 WEBHOOK_ARM = "webhook"
 BASELINE_ARM = "baseline"
-NAMESPACES = {WEBHOOK_ARM: "bench-webhook", BASELINE_ARM: "bench-baseline"}
+NOOP_ARM = "noop-webhook"
+ARMS = (BASELINE_ARM, NOOP_ARM, WEBHOOK_ARM)
+NAMESPACES = {
+    WEBHOOK_ARM: "bench-webhook",
+    BASELINE_ARM: "bench-baseline",
+    NOOP_ARM: "bench-noop-webhook",
+}
+# The namespace label that selects the no-op webhook, and its configuration's name.
+NOOP_LABEL = "bench.temper.codes/noop-webhook"
+NOOP_CONFIGURATION = "temper-bench-noop-webhook"
+NOOP_WEBHOOK_SOURCE = Path(__file__).resolve().parent / "noopwebhook"
+# The annotation each webhook adds, which shows that it mutated a pod.
+MUTATION_MARKS = {WEBHOOK_ARM: ORIGINAL_REQUESTS, NOOP_ARM: "bench.temper.codes/noop"}
 # No scheduler serves this name, so kube-scheduler would leave the pods alone even if it ran.
 SCHEDULER_NAME = "bench-unscheduled"
 READY_TIMEOUT_SECONDS = 60.0
@@ -99,9 +119,9 @@ def run_batch(
 ) -> list[float]:
     """Create ``count`` pods one after another; return each create's latency in seconds.
 
-    A webhook-arm pod that comes back unmutated means the API server's call to the webhook
-    failed and the pod was admitted unchanged (failurePolicy Ignore). Its name and latency go
-    into ``failed_open``, and its latency still counts.
+    A pod of a webhook arm that comes back unmutated means the API server's call to that
+    webhook failed and the pod was admitted unchanged (failurePolicy Ignore). Its name and
+    latency go into ``failed_open``, and its latency still counts.
     """
     namespace = NAMESPACES[arm]
     latencies = []
@@ -115,11 +135,12 @@ def run_batch(
         latencies.append(latency)
         if status != 201:
             raise RuntimeError(f"creating pod {name} in {namespace}: HTTP {status}")
-        mutated = ORIGINAL_REQUESTS in (body["metadata"].get("annotations") or {})
-        if mutated and arm == BASELINE_ARM:
-            raise RuntimeError(f"pod {name} in {namespace} was mutated without the opt-in label")
-        if not mutated and arm == WEBHOOK_ARM:
-            failed_open.append(f"{name} after {latency * 1000:.0f} ms")
+        annotations = body["metadata"].get("annotations") or {}
+        marked = {arm for arm, key in MUTATION_MARKS.items() if key in annotations}
+        if marked - {arm}:
+            raise RuntimeError(f"pod {name} in {namespace} was mutated by the wrong webhook")
+        if arm != BASELINE_ARM and arm not in marked:
+            failed_open.append(f"{arm}: {name} after {latency * 1000:.0f} ms")
     return latencies
 
 
@@ -177,16 +198,83 @@ def start_webhook(
     raise RuntimeError(f"temper webhook not ready:\n{log_path.read_text()[-2000:]}")
 
 
-def wait_for_webhook(api: ApiConnection) -> None:
-    """Wait until the API server sends opted-in pods to the webhook (dry-run creations)."""
+def start_noop_webhook(api: ApiConnection, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """Build and start ``bench/noopwebhook`` (Go) and register it for the no-op namespace."""
+    process, log_path, port, ca_pem = _run_noop_webhook(workdir)
+    configuration = _noop_configuration(port, ca_pem)
+    path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+    status, body = api.request("POST", path, configuration)
+    if status != 201:
+        process.terminate()
+        raise RuntimeError(f"registering the no-op webhook: HTTP {status}: {body}")
+    return process, log_path
+
+
+def _run_noop_webhook(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, int, bytes]:
+    """Build the no-op webhook and start it with a fresh serving certificate."""
+    binary = workdir / "noopwebhook"
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=NOOP_WEBHOOK_SOURCE,
+        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
+        check=True,
+    )
+    authority = CertificateAuthority("temper-bench-noop-webhook-ca")
+    cert_path, key_path = authority.issue("noopwebhook", ip_addresses=("127.0.0.1",)).write(
+        workdir / "noopwebhook-tls", "serving"
+    )
+    port = free_port()
+    log_path = workdir / "noopwebhook.log"
+    command = [
+        str(binary), "--address", f"127.0.0.1:{port}",
+        "--cert", str(cert_path), "--key", str(key_path),
+    ]  # fmt: skip
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    return process, log_path, port, authority.cert_pem
+
+
+def _noop_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
+    """Return the MutatingWebhookConfiguration that sends the no-op namespace's pods to it."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": NOOP_CONFIGURATION},
+        "webhooks": [
+            {
+                "name": "noop.bench.temper.codes",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/mutate",
+                    "caBundle": base64.b64encode(ca_pem).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {NOOP_LABEL: "enabled"}},
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+
+
+def wait_for_webhook(api: ApiConnection, arm: str) -> None:
+    """Wait until the API server sends the arm's pods to its webhook (dry-run creations)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    path = f"/api/v1/namespaces/{NAMESPACES[WEBHOOK_ARM]}/pods?dryRun=All"
+    path = f"/api/v1/namespaces/{NAMESPACES[arm]}/pods?dryRun=All"
     while time.monotonic() < deadline:
         _status, body = api.request("POST", path, pod_manifest("probe"))
-        if ORIGINAL_REQUESTS in (body["metadata"].get("annotations") or {}):
+        if MUTATION_MARKS[arm] in (body["metadata"].get("annotations") or {}):
             return
         time.sleep(0.2)
-    raise RuntimeError("the API server never called the webhook for the opted-in namespace")
+    raise RuntimeError(f"the API server never called the webhook of arm {arm}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -243,34 +331,40 @@ def main() -> int:
 
     print(f"machine: {machine_description()}")
     print(f"load average before: {load_average()}", flush=True)
-    samples: dict[str, list[float]] = {WEBHOOK_ARM: [], BASELINE_ARM: []}
+    samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
     failed_open: list[str] = []
     with tempfile.TemporaryDirectory(prefix="temper-bench-webhook-") as directory:
         workdir = Path(directory)
         plane = LocalControlPlane(workdir / "controlplane")
         plane.start()
         webhook: subprocess.Popen[bytes] | None = None
+        noop: subprocess.Popen[bytes] | None = None
         api: ApiConnection | None = None
         try:
             plane.stop_scheduler()
             api = ApiConnection(plane)
             for arm, namespace in NAMESPACES.items():
-                labels = {OVERCOMMIT_LABEL: OVERCOMMIT_ENABLED} if arm == WEBHOOK_ARM else {}
+                labels = {
+                    WEBHOOK_ARM: {OVERCOMMIT_LABEL: OVERCOMMIT_ENABLED},
+                    NOOP_ARM: {NOOP_LABEL: "enabled"},
+                }.get(arm, {})
                 body = {"metadata": {"name": namespace, "labels": labels}}
                 status, _ = api.request("POST", "/api/v1/namespaces", body)
                 if status != 201:
                     raise RuntimeError(f"creating namespace {namespace}: HTTP {status}")
             webhook, _log_path = start_webhook(plane, workdir, args.webhook_option)
-            wait_for_webhook(api)
+            noop, _noop_log = start_noop_webhook(api, workdir)
+            wait_for_webhook(api, WEBHOOK_ARM)
+            wait_for_webhook(api, NOOP_ARM)
 
-            for arm in (WEBHOOK_ARM, BASELINE_ARM):
+            for arm in ARMS:
                 run_batch(api, arm, "warmup", args.batch, failed_open)
                 delete_pods(api, arm)
             webhook_cpu_before = cpu_seconds(webhook.pid)
             for round_index in range(args.rounds):
-                order = [WEBHOOK_ARM, BASELINE_ARM]
-                if round_index % 2:
-                    order.reverse()
+                # Each arm goes first, second and last equally often.
+                shift = round_index % len(ARMS)
+                order = [*ARMS[shift:], *ARMS[:shift]]
                 for arm in order:
                     samples[arm] += run_batch(api, arm, f"r{round_index}", args.batch, failed_open)
                     delete_pods(api, arm)
@@ -283,15 +377,16 @@ def main() -> int:
         finally:
             if api is not None:
                 api.close()
-            if webhook is not None:
-                webhook.terminate()
-                webhook.wait(timeout=30)
+            for process in (webhook, noop):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
             plane.stop()
 
     print(f"load average after: {load_average()}\n")
     print("| arm | creates | p50 ms | p99 ms | mean ms | max ms |")
     print("|---|---:|---:|---:|---:|---:|")
-    for arm in (BASELINE_ARM, WEBHOOK_ARM):
+    for arm in ARMS:
         values = samples[arm]
         print(
             f"| {arm} | {len(values)} | {percentile(values, 0.50) * 1000:.2f} | "
@@ -302,6 +397,16 @@ def main() -> int:
     p99_ratio = percentile(samples[WEBHOOK_ARM], 0.99) / percentile(samples[BASELINE_ARM], 0.99)
     print(f"\np50 ratio (webhook / baseline): {p50_ratio:.2f}")
     print(f"p99 ratio (webhook / baseline): {p99_ratio:.2f} (target: at most 1.20)")
+
+    def ratio(arm: str, over: str, quantile: float) -> float:
+        return percentile(samples[arm], quantile) / percentile(samples[over], quantile)
+
+    for quantile in (0.5, 0.99):
+        print(
+            f"p{quantile * 100:.0f} ratio (noop-webhook / baseline): "
+            f"{ratio(NOOP_ARM, BASELINE_ARM, quantile):.2f}; (webhook / noop-webhook): "
+            f"{ratio(WEBHOOK_ARM, NOOP_ARM, quantile):.2f}"
+        )
     # Every create of the webhook arm is one admission call. Besides those, the process only
     # keeps its idle LimitRange watch open.
     per_call_us = webhook_cpu / len(samples[WEBHOOK_ARM]) * 1e6

@@ -1,0 +1,3 @@
+module temper.codes/bench/noopextender
+
+go 1.26

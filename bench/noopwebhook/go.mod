@@ -1,0 +1,3 @@
+module temper.codes/bench/noopwebhook
+
+go 1.26
