@@ -247,7 +247,7 @@ def run_here(args: argparse.Namespace, output_dir: Path, plot_path: Path) -> dic
     version = detect_cgroup_version(CGROUP_ROOT)
     layout = CgroupLayout(CGROUP_ROOT, version, CgroupDriver.CGROUPFS)
     if args.inside_vm and args.kernel_config is not None:
-        from tests.vm.guest import install_kernel_config  # noqa: PLC0415 - guest only
+        from bench.colocation.vm import install_kernel_config  # noqa: PLC0415 - guest only
 
         install_kernel_config(args.kernel_config)
     machine = describe_machine()

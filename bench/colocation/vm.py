@@ -16,9 +16,33 @@ import sys
 from pathlib import Path
 
 from bench.colocation.processes import BenchmarkError
-from tests.vm.rig import RIG_SCRIPT, VM_CPUS, VM_MEMORY, Rig, cache_dir, tail
+from tests.vm.rig import (
+    RIG_SCRIPT,
+    VM_CPUS,
+    VM_MEMORY,
+    Rig,
+    VmError,
+    acquire_vm_lock,
+    cache_dir,
+    tail,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+# How long to wait for a VM test session that holds the machine-wide VM lock.
+VM_LOCK_TIMEOUT_SECONDS = 1800.0
+
+
+def install_kernel_config(config: Path) -> None:
+    """Make the kernel's config readable at ``/boot/config-<release>``, inside the guest only.
+
+    libbpf reads the running kernel's config there (Debian kernels have no
+    ``/proc/config.gz``) to resolve the ``__kconfig`` externs of scx_layered's BPF programs,
+    and without it the load fails with EINVAL. The guest mounts the host's ``/boot`` read-only,
+    so a tmpfs covers it first.
+    """
+    boot = Path("/boot")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(boot)], check=True)
+    (boot / f"config-{os.uname().release}").write_bytes(config.read_bytes())
 
 
 def load_rig() -> Rig:
@@ -60,11 +84,44 @@ def run_in_vm(
         "--force-9p",
         "--cpus", str(VM_CPUS),
         "--memory", VM_MEMORY,
+        # Single-threaded TCG, as in the VM tests. With one host thread per vCPU a guest
+        # kernel oopsed while scx_layered attached, in the VM tests and in this benchmark.
+        "--qemu-opts=-accel tcg,thread=single",
         f"--rwdir={output_dir}",
         "--run", str(rig.kernel_image),
         "--exec", str(launcher),
     ]  # fmt: skip
     env = dict(os.environ, PATH=f"{rig.vng.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    # One VM at a time on this machine, because the VM tests take the same lock.
+    try:
+        lock = acquire_vm_lock(rig, VM_LOCK_TIMEOUT_SECONDS)
+    except VmError as error:
+        raise BenchmarkError(str(error)) from error
+    try:
+        _boot(vng, env, output_dir, guest_log, timeout)
+    finally:
+        os.close(lock)
+    if not (guest_dir / "results.json").exists():
+        partial = guest_dir / "cells.jsonl"
+        keep = (
+            f"the cells finished before the failure are in {partial}: "
+            f"--render {partial} prints them\n"
+            if partial.exists()
+            else ""
+        )
+        raise BenchmarkError(
+            f"the guest wrote no results (logs in {output_dir})\n{keep}"
+            f"--- guest.log (tail) ---\n{tail(guest_log)}\n"
+            f"--- console.log (tail) ---\n{tail(console_log)}"
+        )
+    return guest_dir
+
+
+def _boot(
+    vng: list[str], env: dict[str, str], output_dir: Path, guest_log: Path, timeout: float
+) -> None:
+    """Run vng until the guest powers off, and kill what is left of it on any exit."""
+    console_log = output_dir / "console.log"
     with console_log.open("wb") as console:
         # Its own process group: vng starts virtme-run, which starts QEMU, and all three must
         # go when the benchmark stops early.
@@ -88,17 +145,3 @@ def run_in_vm(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    if not (guest_dir / "results.json").exists():
-        partial = guest_dir / "cells.jsonl"
-        keep = (
-            f"the cells finished before the failure are in {partial}: "
-            f"--render {partial} prints them\n"
-            if partial.exists()
-            else ""
-        )
-        raise BenchmarkError(
-            f"the guest wrote no results (logs in {output_dir})\n{keep}"
-            f"--- guest.log (tail) ---\n{tail(guest_log)}\n"
-            f"--- console.log (tail) ---\n{tail(console_log)}"
-        )
-    return guest_dir
