@@ -78,10 +78,20 @@ class Rig:
             kernel_config=Path(data["kernel_config"]),
             kernel_version=data["kernel_version"],
             scx_layered=Path(data["scx_layered"]),
-            vng=Path(data["vng"]),
+            vng=_local_vng() or Path(data["vng"]),
         )
         paths = (rig.kernel_image, rig.kernel_config, rig.scx_layered, rig.vng)
         return rig if all(path.exists() for path in paths) else None
+
+
+def _local_vng() -> Path | None:
+    """Return the vng of the running virtualenv, or None when it has none.
+
+    Every checkout on the machine shares ``rig.json``, whose ``vng`` belongs to the checkout
+    that prepared the rig last and may since have been deleted.
+    """
+    candidate = Path(sys.executable).parent / "vng"
+    return candidate if candidate.exists() else None
 
 
 @dataclass(frozen=True)
