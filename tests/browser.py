@@ -105,6 +105,23 @@ def wait_until(
     return result
 
 
+def wait_for_text(
+    driver: WebDriver,
+    by: str,
+    selector: str,
+    description: str,
+    matches: Callable[[str], bool] | None = None,
+) -> str:
+    """Wait until the element found by ``by`` and ``selector`` has a non-empty text that
+    ``matches`` accepts (None: any), and return that text."""
+
+    def matching_text(current: WebDriver) -> str:
+        text: str = current.find_element(by, selector).text
+        return text if matches is None or matches(text) else ""
+
+    return wait_until(driver, matching_text, description)
+
+
 class Screenshots:
     """Numbered screenshots in a directory, also copied to the directory named by
     TEMPER_UI_SCREENSHOTS when it is set."""

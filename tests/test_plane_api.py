@@ -1,79 +1,41 @@
 """Management plane REST API against the real control plane, served in-process on loopback."""
 
-import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
-import hypothesis
 import pytest
 import requests
 import schemathesis
-from aiohttp.test_utils import TestServer
 from kubernetes import client as k8s
 from openapi_spec_validator import validate
 
-from plane.app import build_app, build_registry
-from plane.cache import ClusterCache
+from plane.app import build_registry
 from plane.settings import PlaneSettings
 from plane.store import Role, Store
 from temper import annotations
 from temper.annotations import TierLoad, TierLoadEntry
 from temper.cli import main as cli_main
 from temper.controlplane import LocalControlPlane
-from temper.controlplane.process import free_port
-from temper.kube import KubeClient
 from temper.tiers import Tier, priority_class_manifests
-from tests.kubehelpers import create_nodes, delete_nodes, pod_manifest, wait_for
+from tests.kubehelpers import pod_manifest
+from tests.planeharness import (
+    RolePlane,
+    create_guarded_pods,
+    create_tokens,
+    eventually,
+    fresh_node,
+    fuzz_operations,
+    http_status,
+    plane_process,
+    role_plane,
+)
 
 pytestmark = pytest.mark.controlplane
-
-T = TypeVar("T")
-
-
-@dataclass
-class Plane:
-    """A running plane: its base URL, one token per role, the store and an HTTP session."""
-
-    url: str
-    tokens: dict[Role, str]
-    store: Store
-    http: aiohttp.ClientSession
-
-    async def call(
-        self, method: str, path: str, role: Role | None = Role.ADMIN, body: Any = None
-    ) -> tuple[int, Any]:
-        """Send a request with ``role``'s token (None: no token); return status and body."""
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        async with self.http.request(
-            method, self.url + path, headers=headers, json=body
-        ) as response:
-            text = await response.text()
-            is_json = response.content_type == "application/json"
-            return response.status, json.loads(text) if is_json else text
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout_seconds: float = 15.0) -> T:
-    """Poll ``check`` until it returns a truthy value."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_seconds} s")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -91,52 +53,31 @@ def priority_classes(api_client: k8s.ApiClient) -> None:
 @pytest.fixture
 async def plane(
     control_plane: LocalControlPlane, namespace: str, tmp_path: Path
-) -> AsyncIterator[Plane]:
+) -> AsyncIterator[RolePlane]:
     """The plane with a fresh database; fleet safe mode uses the test's namespace."""
     settings = PlaneSettings(
         database_path=tmp_path / "plane.sqlite3", safe_mode_namespace=namespace
     )
-    store = Store(settings.database_path)
-    tokens = {role: store.create_token(f"test-{role.value}", role) for role in Role}
-    client = await KubeClient.connect(str(control_plane.kubeconfig))
-    cache = ClusterCache(client, namespace)
-    cache.start()
-    await cache.wait_synced(30.0)
-    server = TestServer(build_app(settings, client, store, cache), host="127.0.0.1")
-    await server.start_server()
-    http = aiohttp.ClientSession()
-    try:
-        yield Plane(str(server.make_url("")), tokens, store, http)
-    finally:
-        await http.close()
-        await server.close()
-        await cache.close()
-        await client.close()
-        # aiohttp closes TLS transports asynchronously: give the API server connections a
-        # moment to close, or their sockets surface later as ResourceWarnings.
-        await asyncio.sleep(0.25)
-        store.close()
+    async with role_plane(control_plane, settings) as served:
+        yield served
 
 
 @pytest.fixture
 def node_name(core_api: k8s.CoreV1Api) -> Iterator[str]:
     """A fresh Ready Node, deleted afterwards."""
-    name = f"plane-{uuid.uuid4().hex[:8]}"
     load = TierLoad(
         timestamp_seconds=1_700_000_000.0,
         node_cpu_millicores=4000,
         tiers={Tier.CRITICAL: TierLoadEntry(requested_cpu_millicores=500, pods=1)},
     )
-    create_nodes(
+    yield from fresh_node(
         core_api,
-        [name],
+        "plane",
         annotations={
             annotations.TIER_LOAD: load.encode(),
             annotations.SCHEDULER: annotations.SCHEDULER_SCX_LAYERED,
         },
     )
-    yield name
-    delete_nodes(core_api, [name])
 
 
 def bound_pod(
@@ -166,25 +107,25 @@ def bound_pod(
     return manifest
 
 
-async def node_pods(plane: Plane, node: str, count: int) -> list[dict[str, Any]] | None:
+async def node_pods(plane: RolePlane, node: str, count: int) -> list[dict[str, Any]] | None:
     status, body = await plane.call("GET", f"/api/v1/nodes/{node}/pods", Role.VIEWER)
     return body["items"] if status == 200 and len(body["items"]) == count else None
 
 
-async def last_audit(plane: Plane) -> dict[str, Any]:
+async def last_audit(plane: RolePlane) -> dict[str, Any]:
     return plane.store.audit_entries()[-1].to_json()
 
 
 # -- the OpenAPI document -------------------------------------------------------------------
 
 
-async def test_openapi_document_validates(plane: Plane) -> None:
+async def test_openapi_document_validates(plane: RolePlane) -> None:
     status, document = await plane.call("GET", "/api/v1/openapi.json", Role.VIEWER)
     assert status == 200
     validate(document)
 
 
-async def test_openapi_lists_every_route(plane: Plane) -> None:
+async def test_openapi_lists_every_route(plane: RolePlane) -> None:
     _status, document = await plane.call("GET", "/api/v1/openapi.json", Role.VIEWER)
     for route in build_registry().routes:
         operation = document["paths"]["/api/v1" + route.path][route.method.lower()]
@@ -195,7 +136,7 @@ async def test_openapi_lists_every_route(plane: Plane) -> None:
 # -- authentication, roles and audit --------------------------------------------------------
 
 
-async def test_request_without_token_is_401(plane: Plane) -> None:
+async def test_request_without_token_is_401(plane: RolePlane) -> None:
     status, body = await plane.call("GET", "/api/v1/nodes", None)
     assert status == 401
     assert "Bearer" in body["error"]
@@ -203,7 +144,7 @@ async def test_request_without_token_is_401(plane: Plane) -> None:
     assert (entry["outcome"], entry["status"], entry["token"]) == ("denied", 401, None)
 
 
-async def test_unknown_token_is_401(plane: Plane) -> None:
+async def test_unknown_token_is_401(plane: RolePlane) -> None:
     async with plane.http.get(
         plane.url + "/api/v1/nodes", headers={"Authorization": "Bearer temper_00_nope"}
     ) as response:
@@ -230,7 +171,7 @@ ROLE_TABLE = [
 
 @pytest.mark.parametrize(("method", "template", "role", "expected"), ROLE_TABLE)
 async def test_role_allows_or_denies(
-    plane: Plane, node_name: str, method: str, template: str, role: Role, expected: int
+    plane: RolePlane, node_name: str, method: str, template: str, role: Role, expected: int
 ) -> None:
     path = template.format(node=node_name)
     status, _body = await plane.call(method, path, role)
@@ -241,7 +182,7 @@ async def test_role_allows_or_denies(
     assert entry["path"] == path
 
 
-async def test_audit_export_holds_allowed_and_denied(plane: Plane) -> None:
+async def test_audit_export_holds_allowed_and_denied(plane: RolePlane) -> None:
     await plane.call("GET", "/api/v1/nodes", Role.VIEWER)
     await plane.call("GET", "/api/v1/audit", Role.VIEWER)
     status, text = await plane.call("GET", "/api/v1/audit?format=jsonl", Role.ADMIN)
@@ -253,7 +194,7 @@ async def test_audit_export_holds_allowed_and_denied(plane: Plane) -> None:
     ]
 
 
-async def test_audit_export_rejects_other_format(plane: Plane) -> None:
+async def test_audit_export_rejects_other_format(plane: RolePlane) -> None:
     status, body = await plane.call("GET", "/api/v1/audit?format=csv", Role.ADMIN)
     assert status == 400
     assert "jsonl" in body["error"]
@@ -296,7 +237,7 @@ def test_token_authenticates_to_its_role(tmp_path: Path) -> None:
 # -- read endpoints ---------------------------------------------------------------------------
 
 
-async def test_nodes_report_tier_load_and_scheduler(plane: Plane, node_name: str) -> None:
+async def test_nodes_report_tier_load_and_scheduler(plane: RolePlane, node_name: str) -> None:
     async def node() -> dict[str, Any] | None:
         status, body = await plane.call("GET", f"/api/v1/nodes/{node_name}", Role.VIEWER)
         return body if status == 200 else None
@@ -310,7 +251,7 @@ async def test_nodes_report_tier_load_and_scheduler(plane: Plane, node_name: str
     assert node_name in [item["name"] for item in listing["items"]]
 
 
-async def test_unknown_node_is_404(plane: Plane) -> None:
+async def test_unknown_node_is_404(plane: RolePlane) -> None:
     for method, path in (
         ("GET", "/api/v1/nodes/plane-missing"),
         ("GET", "/api/v1/nodes/plane-missing/pods"),
@@ -320,7 +261,7 @@ async def test_unknown_node_is_404(plane: Plane) -> None:
         assert status == 404, path
 
 
-async def test_invalid_node_name_is_400(plane: Plane) -> None:
+async def test_invalid_node_name_is_400(plane: RolePlane) -> None:
     status, body = await plane.call("GET", "/api/v1/nodes/Not_A_Name", Role.VIEWER)
     assert status == 400
     assert "Not_A_Name" in body["error"]
@@ -328,7 +269,7 @@ async def test_invalid_node_name_is_400(plane: Plane) -> None:
 
 @pytest.mark.usefixtures("priority_classes")
 async def test_node_pods_report_tier_and_layer(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
 ) -> None:
     for manifest in (
         bound_pod("crit", node_name, priority_class="temper-critical", cpu_limit="1"),
@@ -346,7 +287,7 @@ async def test_node_pods_report_tier_and_layer(
 
 
 async def test_workloads_group_pods_by_owner(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
 ) -> None:
     for name in ("web-1", "web-2"):
         core_api.create_namespaced_pod(namespace, bound_pod(name, node_name, owner="web"))
@@ -366,7 +307,7 @@ async def test_workloads_group_pods_by_owner(
     assert items[1]["nodes"] == [node_name]
 
 
-async def test_cluster_summary_counts_nodes_and_pods(plane: Plane, node_name: str) -> None:
+async def test_cluster_summary_counts_nodes_and_pods(plane: RolePlane, node_name: str) -> None:
     async def summary() -> dict[str, Any] | None:
         _status, body = await plane.call("GET", "/api/v1/clusters", Role.VIEWER)
         cluster: dict[str, Any] = body["items"][0]
@@ -382,7 +323,7 @@ async def test_cluster_summary_counts_nodes_and_pods(plane: Plane, node_name: st
 
 
 async def test_cordon_and_uncordon_set_unschedulable(
-    plane: Plane, core_api: k8s.CoreV1Api, node_name: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, node_name: str
 ) -> None:
     status, _body = await plane.call("POST", f"/api/v1/nodes/{node_name}/cordon", Role.OPERATOR)
     assert status == 200
@@ -393,7 +334,7 @@ async def test_cordon_and_uncordon_set_unschedulable(
 
 
 async def test_node_safe_mode_sets_and_removes_annotation(
-    plane: Plane, core_api: k8s.CoreV1Api, node_name: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, node_name: str
 ) -> None:
     path = f"/api/v1/nodes/{node_name}/safe-mode"
     await plane.call("PUT", path, Role.OPERATOR)
@@ -405,7 +346,7 @@ async def test_node_safe_mode_sets_and_removes_annotation(
 
 
 async def test_fleet_safe_mode_uses_namespace(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str
 ) -> None:
     status, _body = await plane.call("PUT", "/api/v1/safe-mode", Role.OPERATOR)
     assert status == 200
@@ -420,21 +361,6 @@ async def test_fleet_safe_mode_uses_namespace(
     await plane.call("DELETE", "/api/v1/safe-mode", Role.OPERATOR)
     namespace_annotations = core_api.read_namespace(namespace).metadata.annotations or {}
     assert annotations.SAFE_MODE_REQUESTED not in namespace_annotations
-
-
-def mark_running_and_ready(core_api: k8s.CoreV1Api, namespace: str, name: str) -> None:
-    """Report the pod Running and Ready, as a kubelet would; the Eviction API ignores
-    PodDisruptionBudgets for Pending pods."""
-    core_api.patch_namespaced_pod_status(
-        name,
-        namespace,
-        {
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
 
 
 def set_pdb_status(
@@ -458,23 +384,16 @@ def set_pdb_status(
 
 
 async def test_drain_honours_pod_disruption_budget(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     namespace: str,
     node_name: str,
 ) -> None:
     labels = {"app": "guarded"}
-    for name in ("guarded-1", "guarded-2"):
-        core_api.create_namespaced_pod(namespace, bound_pod(name, node_name, labels=labels))
-        mark_running_and_ready(core_api, namespace, name)
-    policy = k8s.PolicyV1Api(api_client)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {
-            "metadata": {"name": "guard"},
-            "spec": {"minAvailable": 2, "selector": {"matchLabels": labels}},
-        },
+    pods = [bound_pod(name, node_name, labels=labels) for name in ("guarded-1", "guarded-2")]
+    policy = create_guarded_pods(
+        api_client, namespace, pods, labels, budget="guard", min_available=2
     )
     set_pdb_status(policy, namespace, "guard", healthy=2, allowed=0)
 
@@ -500,7 +419,7 @@ async def test_drain_honours_pod_disruption_budget(
     assert len(result["blocked"]) == 1
 
 
-async def test_drain_rejects_invalid_body(plane: Plane, node_name: str) -> None:
+async def test_drain_rejects_invalid_body(plane: RolePlane, node_name: str) -> None:
     status, body = await plane.call(
         "POST", f"/api/v1/nodes/{node_name}/drain", Role.OPERATOR, {"gracePeriodSeconds": -1}
     )
@@ -533,20 +452,6 @@ def test_serve_answers_on_loopback(
         assert http_status(f"{base}/api/v1/nodes") == 401
 
 
-def http_status(url: str, token: str | None = None) -> int | None:
-    """GET ``url``; return the status, or None while nothing listens."""
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, ConnectionError):
-        return None
-
-
 # -- generated requests ---------------------------------------------------------------------
 
 
@@ -556,68 +461,33 @@ def serving_plane(
 ) -> Iterator[tuple[str, str]]:
     """Run ``temper plane serve`` on a free loopback port; yield its URL and an admin token."""
     database = workdir / "plane.sqlite3"
-    store = Store(database)
-    token = store.create_token("ci", Role.ADMIN)
-    store.close()
-    port = free_port()
-    command = [
-        sys.executable, "-m", "temper.cli", "plane", "serve",
-        "--kubeconfig", str(control_plane.kubeconfig),
-        "--database-path", str(database),
-        "--safe-mode-namespace", namespace,
-        "--port", str(port),
-    ]  # fmt: skip
-    log_path = workdir / "plane.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_status(f"{base}/healthz") == 200)
+    token = create_tokens(database, {"ci": Role.ADMIN})["ci"]
+    with plane_process(control_plane, database, namespace) as base:
         yield base, token
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        print(log_path.read_text()[-3000:])
-    assert process.returncode == 0
 
 
 def test_generated_requests_get_no_server_error(
     control_plane: LocalControlPlane, tmp_path: Path, namespace: str
 ) -> None:
     schema = schemathesis.openapi.from_dict(build_registry().openapi())
-    server_errors: list[str] = []
-    statuses: list[int] = []
     with serving_plane(control_plane, tmp_path, namespace) as (base, token):
-        for result in schema.get_all_operations():
-            operation = result.ok()
 
-            @hypothesis.settings(
-                max_examples=15,
-                deadline=None,
-                database=None,
-                suppress_health_check=list(hypothesis.HealthCheck),
+        def send(case: Any) -> int:
+            # Streamed: the event stream and followed logs never end by themselves, and
+            # only the status is checked.
+            kwargs = case.as_transport_kwargs(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}
             )
-            @hypothesis.given(case=operation.as_strategy())
-            def check(case: Any) -> None:
-                # Streamed: the event stream and followed logs never end by themselves, and
-                # only the status is checked.
-                kwargs = case.as_transport_kwargs(
-                    base_url=base, headers={"Authorization": f"Bearer {token}"}
-                )
-                with requests.request(**kwargs, stream=True, timeout=30) as response:
-                    statuses.append(response.status_code)
-                if response.status_code >= 500:
-                    server_errors.append(
-                        f"{case.method} {case.formatted_path}: {response.status_code}"
-                    )
+            with requests.request(**kwargs, stream=True, timeout=30) as response:
+                return int(response.status_code)
 
-            check()
+        statuses, server_errors = fuzz_operations(schema, send)
     assert len(statuses) >= len(build_registry().routes)
     assert server_errors == []
 
 
 @pytest.mark.parametrize("after_seq", ["-1", "x", str(2**63)])
-async def test_audit_export_rejects_invalid_after_seq(plane: Plane, after_seq: str) -> None:
+async def test_audit_export_rejects_invalid_after_seq(plane: RolePlane, after_seq: str) -> None:
     status, body = await plane.call("GET", f"/api/v1/audit?afterSeq={after_seq}", Role.ADMIN)
     assert status == 400
     assert "afterSeq" in body["error"]

@@ -16,38 +16,43 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from kubernetes import client as k8s
 
 from agent.cgroups import pod_cgroup_relative_path
 from agent.observe.trace import find_tracefs
 from agent.podinfo import QosClass
 from agent.settings import CgroupDriver
-from plane.app import build_app, build_registry
-from plane.cache import ClusterCache
+from plane.app import build_registry
 from plane.explorer_routes import EXPLORER_KEY
 from plane.settings import PlaneSettings
-from plane.store import Role, Store
+from plane.store import Role
 from temper.controlplane import LocalControlPlane
 from temper.controlplane.process import free_port
-from temper.kube import KubeClient
 from tests.agentproc import running_agent
 from tests.cgrouphelpers import cgroup_tree, is_root, stop_all
 from tests.fakes.kubelet import FakeKubelet
 from tests.kubehelpers import create_nodes, delete_nodes, ensure_priority_classes, pod_manifest
+from tests.planeharness import (
+    RolePlane,
+    create_guarded_pods,
+    create_tokens,
+    eventually,
+    fresh_node,
+    mark_running_and_ready,
+    plane_subprocess,
+    point_node_at_kubelet,
+    role_plane,
+)
 
 pytestmark = pytest.mark.controlplane
-
-T = TypeVar("T")
 
 CONTROLLERS = (
     "deployment-controller",
@@ -55,56 +60,16 @@ CONTROLLERS = (
     "daemonset-controller",
     "disruption-controller",
 )
+# The checks here wait for kube-controller-manager, the agent and plane processes, so they
+# poll for up to 30 s instead of the harness's default of 20 s.
+WAIT_SECONDS = 30.0
 SLEEPER = "import time\nwhile True:\n    time.sleep(0.01)\n"
-
-
-@dataclass
-class Plane:
-    """A plane served in-process: its URL, one token per role, its store and application."""
-
-    url: str
-    tokens: dict[Role, str]
-    store: Store
-    http: aiohttp.ClientSession
-    app: web.Application
-
-    def headers(self, role: Role | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-
-    async def call(
-        self, method: str, path: str, role: Role | None = Role.VIEWER, body: Any = None
-    ) -> tuple[int, Any]:
-        """Send a request with ``role``'s token (None: no token); return status and body."""
-        async with self.http.request(
-            method, self.url + path, headers=self.headers(role), json=body
-        ) as response:
-            text = await response.text()
-            is_json = response.content_type == "application/json"
-            return response.status, json.loads(text) if is_json else text
-
-    def audit(self) -> list[dict[str, Any]]:
-        return [entry.to_json() for entry in self.store.audit_entries()]
-
-    def last_audit(self, operation: str) -> dict[str, Any]:
-        return [entry for entry in self.audit() if entry["operation"] == operation][-1]
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout_seconds: float = 30.0) -> T:
-    """Poll ``check`` until it returns a truthy value."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_seconds} s")
-        await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
 async def running_plane(
     control_plane: LocalControlPlane, workdir: Path, namespace: str, **overrides: Any
-) -> AsyncIterator[Plane]:
+) -> AsyncIterator[RolePlane]:
     """Serve a plane with a fresh database on loopback; ``overrides`` go to its settings."""
     database = workdir / f"plane-{uuid.uuid4().hex[:6]}.sqlite3"
     settings = PlaneSettings(
@@ -114,27 +79,8 @@ async def running_plane(
         drain_retry_interval_seconds=0.5,
         **overrides,
     )
-    store = Store(settings.database_path)
-    tokens = {role: store.create_token(f"test-{role.value}", role) for role in Role}
-    client = await KubeClient.connect(str(control_plane.kubeconfig))
-    cache = ClusterCache(client, namespace)
-    cache.start()
-    await cache.wait_synced(30.0)
-    app = build_app(settings, client, store, cache)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    http = aiohttp.ClientSession()
-    try:
-        yield Plane(str(server.make_url("")), tokens, store, http, app)
-    finally:
-        await http.close()
-        await server.close()
-        await cache.close()
-        await client.close()
-        # aiohttp closes TLS transports asynchronously: give them a moment, or their
-        # sockets surface later as ResourceWarnings.
-        await asyncio.sleep(0.25)
-        store.close()
+    async with role_plane(control_plane, settings) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +94,7 @@ def controllers(control_plane: LocalControlPlane) -> Iterator[None]:
 @pytest.fixture
 async def plane(
     control_plane: LocalControlPlane, namespace: str, tmp_path: Path
-) -> AsyncIterator[Plane]:
+) -> AsyncIterator[RolePlane]:
     """A plane whose agents are searched in the test's namespace (where none runs)."""
     async with running_plane(control_plane, tmp_path, namespace, agent_namespace=namespace) as p:
         yield p
@@ -157,10 +103,7 @@ async def plane(
 @pytest.fixture
 def node_name(core_api: k8s.CoreV1Api) -> Iterator[str]:
     """A fresh Ready Node, deleted afterwards."""
-    name = f"explore-{uuid.uuid4().hex[:8]}"
-    create_nodes(core_api, [name])
-    yield name
-    delete_nodes(core_api, [name])
+    yield from fresh_node(core_api, "explore")
 
 
 @pytest.fixture
@@ -191,15 +134,6 @@ def bound_pod(
     return manifest
 
 
-def mark_running_and_ready(core_api: k8s.CoreV1Api, namespace: str, name: str) -> None:
-    """Report the pod Running and Ready, as a kubelet would."""
-    core_api.patch_namespaced_pod_status(
-        name,
-        namespace,
-        {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
-    )
-
-
 def deployment(name: str, image: str, replicas: int = 1) -> dict[str, Any]:
     labels = {"app": name}
     return {
@@ -213,6 +147,21 @@ def deployment(name: str, image: str, replicas: int = 1) -> dict[str, Any]:
             },
         },
     }
+
+
+def stateful_set(name: str, image: str) -> dict[str, Any]:
+    """A StatefulSet with no replicas, so no pods to run."""
+    manifest = deployment(name, image, replicas=0)
+    manifest["spec"]["serviceName"] = name
+    return manifest
+
+
+def daemon_set(name: str, image: str) -> dict[str, Any]:
+    """A DaemonSet whose node selector matches no Node, so it runs no pods."""
+    manifest = deployment(name, image)
+    del manifest["spec"]["replicas"]
+    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"temper.codes/test": "no-such-node"}
+    return manifest
 
 
 def set_image(image: str, container: str = "app") -> dict[str, Any]:
@@ -239,7 +188,7 @@ NEW_ROUTES = [
 
 @pytest.mark.parametrize(("method", "path", "below"), NEW_ROUTES)
 async def test_new_routes_deny_and_audit(
-    plane: Plane, method: str, path: str, below: Role | None
+    plane: RolePlane, method: str, path: str, below: Role | None
 ) -> None:
     status, body = await plane.call(method, path, None)
     assert status == 401
@@ -254,7 +203,7 @@ async def test_new_routes_deny_and_audit(
         assert (entry["outcome"], entry["token"]) == ("denied", f"test-{below.value}")
 
 
-async def test_openapi_declares_new_routes(plane: Plane) -> None:
+async def test_openapi_declares_new_routes(plane: RolePlane) -> None:
     _status, document = await plane.call("GET", "/api/v1/openapi.json")
     stream = document["paths"]["/api/v1/events/stream"]["get"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
@@ -279,7 +228,7 @@ async def test_openapi_declares_new_routes(plane: Plane) -> None:
 
 @pytest.mark.usefixtures("controllers")
 async def test_pod_detail_owners_and_containers(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     apps_api: k8s.AppsV1Api,
@@ -293,7 +242,7 @@ async def test_pod_detail_owners_and_containers(
         items = apps_api.list_namespaced_replica_set(namespace).items
         return items[0] if items else None
 
-    owner = await eventually(replica_set)
+    owner = await eventually(replica_set, WAIT_SECONDS)
     manifest = bound_pod(
         "web-1", node_name, priority_class="temper-critical",
         requests_cpu="1", limits_cpu="1", requests_memory="64Mi", limits_memory="64Mi",
@@ -351,7 +300,7 @@ async def test_pod_detail_owners_and_containers(
     assert plane.last_audit("getPodScheduling")["token"] == "test-viewer"
 
 
-async def test_pod_detail_reports_missing_objects(plane: Plane, namespace: str) -> None:
+async def test_pod_detail_reports_missing_objects(plane: RolePlane, namespace: str) -> None:
     status, body = await plane.call("GET", f"/api/v1/namespaces/{namespace}/pods/nothing")
     assert status == 404
     assert body["error"] == f"pod {namespace}/nothing not found"
@@ -365,7 +314,7 @@ async def test_pod_detail_reports_missing_objects(plane: Plane, namespace: str) 
 
 
 async def test_log_errors_without_kubelet(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, node_name: str
 ) -> None:
     core_api.create_namespaced_pod(namespace, bound_pod("web", node_name))
     base = f"/api/v1/namespaces/{namespace}/pods/web/containers"
@@ -389,15 +338,11 @@ async def test_log_errors_without_kubelet(
 
 
 async def test_logs_follow_through_api_server(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, node_name: str, tmp_path: Path
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, node_name: str, tmp_path: Path
 ) -> None:
     lines = [f"line {n}" for n in range(1, 6)]
     async with FakeKubelet(tmp_path, lines, interval_seconds=0.2) as kubelet:
-        core_api.patch_node_status(
-            node_name,
-            {"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}},
-        )  # fmt: skip
+        point_node_at_kubelet(core_api, node_name, kubelet.port)
         core_api.create_namespaced_pod(namespace, bound_pod("web", node_name))
         path = f"/api/v1/namespaces/{namespace}/pods/web/containers/app/logs"
 
@@ -431,7 +376,7 @@ async def test_logs_follow_through_api_server(
 # -- revisions and rollout restart ------------------------------------------------------------
 
 
-async def wait_revisions(plane: Plane, path: str, count: int) -> list[dict[str, Any]]:
+async def wait_revisions(plane: RolePlane, path: str, count: int) -> list[dict[str, Any]]:
     """Wait until the workload has ``count`` revisions and the controller reports the newest
     as its current one (a StatefulSet's status names it a moment after creating it)."""
 
@@ -441,16 +386,22 @@ async def wait_revisions(plane: Plane, path: str, count: int) -> list[dict[str, 
         items: list[dict[str, Any]] = body["items"]
         return items if len(items) == count and items[-1]["current"] else None
 
-    return await eventually(listing)
+    return await eventually(listing, WAIT_SECONDS)
+
+
+async def create_web_deployment(plane: RolePlane, apps_api: k8s.AppsV1Api, namespace: str) -> str:
+    """Create the Deployment web, wait for its first revision and return its API path."""
+    apps_api.create_namespaced_deployment(namespace, deployment("web", "registry.invalid/web:1"))
+    base = f"/api/v1/namespaces/{namespace}/workloads/deployments/web"
+    await wait_revisions(plane, base + "/revisions", 1)
+    return base
 
 
 @pytest.mark.usefixtures("controllers")
 async def test_deployment_revisions_and_diffs(
-    plane: Plane, apps_api: k8s.AppsV1Api, namespace: str
+    plane: RolePlane, apps_api: k8s.AppsV1Api, namespace: str
 ) -> None:
-    apps_api.create_namespaced_deployment(namespace, deployment("web", "registry.invalid/web:1"))
-    base = f"/api/v1/namespaces/{namespace}/workloads/deployments/web"
-    await wait_revisions(plane, base + "/revisions", 1)
+    base = await create_web_deployment(plane, apps_api, namespace)
     for image in ("registry.invalid/web:2", "registry.invalid/web:3"):
         apps_api.patch_namespaced_deployment("web", namespace, set_image(image))
         await wait_revisions(plane, base + "/revisions", int(image[-1]))
@@ -491,15 +442,12 @@ async def test_deployment_revisions_and_diffs(
 
 @pytest.mark.usefixtures("controllers")
 async def test_statefulset_and_daemonset_revisions(
-    plane: Plane, apps_api: k8s.AppsV1Api, namespace: str
+    plane: RolePlane, apps_api: k8s.AppsV1Api, namespace: str
 ) -> None:
-    stateful = deployment("db", "registry.invalid/db:1", replicas=0)  # no pods to run
-    stateful["spec"]["serviceName"] = "db"
-    apps_api.create_namespaced_stateful_set(namespace, stateful)
-    daemon = deployment("agent", "registry.invalid/agent:1")
-    del daemon["spec"]["replicas"]
-    daemon["spec"]["template"]["spec"]["nodeSelector"] = {"temper.codes/test": "no-such-node"}
-    apps_api.create_namespaced_daemon_set(namespace, daemon)
+    apps_api.create_namespaced_stateful_set(namespace, stateful_set("db", "registry.invalid/db:1"))
+    apps_api.create_namespaced_daemon_set(
+        namespace, daemon_set("agent", "registry.invalid/agent:1")
+    )
     for kind, name in (("statefulsets", "db"), ("daemonsets", "agent")):
         base = f"/api/v1/namespaces/{namespace}/workloads/{kind}/{name}"
         await wait_revisions(plane, base + "/revisions", 1)
@@ -519,11 +467,9 @@ async def test_statefulset_and_daemonset_revisions(
 
 @pytest.mark.usefixtures("controllers")
 async def test_rollout_restart_patches_template(
-    plane: Plane, apps_api: k8s.AppsV1Api, namespace: str
+    plane: RolePlane, apps_api: k8s.AppsV1Api, namespace: str
 ) -> None:
-    apps_api.create_namespaced_deployment(namespace, deployment("web", "registry.invalid/web:1"))
-    base = f"/api/v1/namespaces/{namespace}/workloads/deployments/web"
-    await wait_revisions(plane, base + "/revisions", 1)
+    base = await create_web_deployment(plane, apps_api, namespace)
 
     status, body = await plane.call("POST", base + "/restart", Role.VIEWER)
     assert status == 403
@@ -550,8 +496,7 @@ async def test_rollout_restart_patches_template(
     )
     assert plane.last_audit("restartWorkload")["outcome"] == "failed"
 
-    stateful = deployment("db", "registry.invalid/db:1", replicas=0)
-    stateful["spec"]["serviceName"] = "db"
+    stateful = stateful_set("db", "registry.invalid/db:1")
     stateful["spec"]["updateStrategy"] = {"type": "OnDelete"}
     apps_api.create_namespaced_stateful_set(namespace, stateful)
     status, body = await plane.call(
@@ -560,10 +505,9 @@ async def test_rollout_restart_patches_template(
     assert status == 409
     assert "updateStrategy OnDelete" in body["error"]
 
-    daemon = deployment("agent", "registry.invalid/agent:1")
-    del daemon["spec"]["replicas"]
-    daemon["spec"]["template"]["spec"]["nodeSelector"] = {"temper.codes/test": "no-such-node"}
-    apps_api.create_namespaced_daemon_set(namespace, daemon)
+    apps_api.create_namespaced_daemon_set(
+        namespace, daemon_set("agent", "registry.invalid/agent:1")
+    )
     status, body = await plane.call(
         "POST", f"/api/v1/namespaces/{namespace}/workloads/daemonsets/agent/restart", Role.ADMIN
     )
@@ -582,29 +526,24 @@ async def test_rollout_restart_patches_template(
 
 @pytest.mark.usefixtures("controllers")
 async def test_drain_retries_until_budget_allows(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     namespace: str,
     node_name: str,
 ) -> None:
     labels = {"app": "guarded"}
-    for name in ("guarded-1", "guarded-2"):
-        core_api.create_namespaced_pod(namespace, bound_pod(name, node_name, labels=labels))
-        mark_running_and_ready(core_api, namespace, name)
-    policy = k8s.PolicyV1Api(api_client)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {"metadata": {"name": "guard"},
-         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
-    )  # fmt: skip
+    pods = [bound_pod(name, node_name, labels=labels) for name in ("guarded-1", "guarded-2")]
+    policy = create_guarded_pods(
+        api_client, namespace, pods, labels, budget="guard", min_available=1
+    )
 
     async def budget_computed() -> bool:
         # Written by the real disruption controller.
         status = policy.read_namespaced_pod_disruption_budget("guard", namespace).status
         return bool(status and status.current_healthy == 2 and status.disruptions_allowed == 1)
 
-    await eventually(budget_computed)
+    await eventually(budget_computed, WAIT_SECONDS)
     drain = f"/api/v1/nodes/{node_name}/drain"
     status, result = await plane.call(
         "POST", drain, Role.OPERATOR, {"gracePeriodSeconds": 0, "timeoutSeconds": 2}
@@ -645,27 +584,23 @@ async def test_drain_retries_until_budget_allows(
 
 @pytest.mark.usefixtures("controllers")
 async def test_drain_cancelled_by_client_is_audited(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     namespace: str,
     node_name: str,
 ) -> None:
     labels = {"app": "single"}
-    core_api.create_namespaced_pod(namespace, bound_pod("single", node_name, labels=labels))
-    mark_running_and_ready(core_api, namespace, "single")
-    policy = k8s.PolicyV1Api(api_client)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {"metadata": {"name": "keep"},
-         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
-    )  # fmt: skip
+    pods = [bound_pod("single", node_name, labels=labels)]
+    policy = create_guarded_pods(
+        api_client, namespace, pods, labels, budget="keep", min_available=1
+    )
 
     async def budget_computed() -> bool:
         status = policy.read_namespaced_pod_disruption_budget("keep", namespace).status
         return bool(status and status.current_healthy == 1 and status.observed_generation)
 
-    await eventually(budget_computed)
+    await eventually(budget_computed, WAIT_SECONDS)
     # The client gives up while the drain still retries; the in-process server then cancels
     # the handler, which must still leave an audit entry.
     with pytest.raises(TimeoutError):
@@ -687,7 +622,7 @@ async def test_drain_cancelled_by_client_is_audited(
     assert "went away" in entry["detail"]
 
 
-async def test_drain_rejects_invalid_timeout(plane: Plane, node_name: str) -> None:
+async def test_drain_rejects_invalid_timeout(plane: RolePlane, node_name: str) -> None:
     status, body = await plane.call(
         "POST", f"/api/v1/nodes/{node_name}/drain", Role.OPERATOR, {"timeoutSeconds": 7200}
     )
@@ -758,7 +693,7 @@ async def test_event_stream_pushes_changes(
             status, _body = await plane.call("GET", f"/api/v1/nodes/{node_name}")
             return status == 200
 
-        await eventually(node_cached)
+        await eventually(node_cached, WAIT_SECONDS)
         hub = plane.app[EXPLORER_KEY].hub
         async with plane.http.get(
             f"{plane.url}/api/v1/events/stream?node={node_name}",
@@ -903,7 +838,7 @@ async def test_agent_panels_and_trace(
                         load = body.get("nodeTierLoad") or {} if status == 200 else {}
                         return body if load.get("podTier") else None
 
-                    panel = await eventually(scheduling)
+                    panel = await eventually(scheduling, WAIT_SECONDS)
                     assert panel["layer"]["reported"] == "critical"
                     assert panel["layer"]["matchedBy"] == "cgroup"
                     assert panel["layer"]["agentUrl"] == f"http://127.0.0.1:{port}/config"
@@ -1005,29 +940,11 @@ def plane_process(
     the process. Unlike the in-process server, it does not cancel handlers whose client
     went away, as in production."""
     database = workdir / "serve.sqlite3"
-    store = Store(database)
-    token = store.create_token("ci", Role.ADMIN)
-    store.close()
-    port = free_port()
-    command = [
-        sys.executable, "-m", "temper.cli", "plane", "serve",
-        "--kubeconfig", str(control_plane.kubeconfig),
-        "--database-path", str(database),
-        "--safe-mode-namespace", namespace,
-        "--hub-key-path", str(workdir / "hub.key"),
-        "--port", str(port),
-        *extra,
-    ]  # fmt: skip
-    log_path = workdir / "serve.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}", token, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=15)
-        print(log_path.read_text()[-3000:])
+    token = create_tokens(database, {"ci": Role.ADMIN})["ci"]
+    with plane_subprocess(
+        control_plane, database, namespace, "--hub-key-path", str(workdir / "hub.key"), *extra
+    ) as (url, process):
+        yield url, token, process
 
 
 async def test_streams_end_with_client_or_plane(
@@ -1038,11 +955,7 @@ async def test_streams_end_with_client_or_plane(
     tmp_path: Path,
 ) -> None:
     async with FakeKubelet(tmp_path, ["first"], interval_seconds=0.1) as kubelet:
-        core_api.patch_node_status(
-            node_name,
-            {"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}},
-        )  # fmt: skip
+        point_node_at_kubelet(core_api, node_name, kubelet.port)
         core_api.create_namespaced_pod(namespace, bound_pod("web", node_name))
         with plane_process(control_plane, tmp_path, namespace, "--events-max-clients", "1") as (
             base,
@@ -1059,7 +972,7 @@ async def test_streams_end_with_client_or_plane(
                     except aiohttp.ClientConnectionError:
                         return False
 
-                await eventually(ready)
+                await eventually(ready, WAIT_SECONDS)
                 stream = f"{base}/api/v1/events/stream?kinds=nodes"
 
                 async def open_stream() -> aiohttp.ClientResponse:

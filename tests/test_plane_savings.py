@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,14 @@ from plane.prices import PriceTableError, lookup, parse_price_table
 from plane.savings import effective_request_millicores, original_overrides
 from plane.savings_api import SAVINGS_SCHEMA
 from plane.settings import PlaneSettings
-from plane.store import Role, Store
+from plane.store import Role
 from rightsizer.annotation import ContainerAdvice, Status, WorkloadRecommendation
 from temper import annotations
 from temper.annotations import OriginalRequests
 from temper.controlplane import LocalControlPlane
 from temper.errors import InvalidAnnotationError
 from tests.kubehelpers import create_nodes, delete_nodes, pod_manifest
-from tests.planeharness import PlaneClient, create_tokens, eventually, plane_in_process
+from tests.planeharness import RolePlane, eventually, role_plane
 
 pytestmark = pytest.mark.controlplane
 
@@ -147,22 +146,6 @@ def test_price_table_lookup_sources() -> None:
 # -- the plane against the real API server ----------------------------------------------------
 
 
-@dataclass
-class Plane:
-    """A plane served on loopback with one token per role."""
-
-    client: PlaneClient
-    tokens: dict[Role, str]
-
-    @property
-    def store(self) -> Store:
-        assert self.client.store is not None
-        return self.client.store
-
-    async def get(self, path: str, role: Role | None = Role.VIEWER) -> tuple[int, Any]:
-        return await self.client.call("GET", path, self.tokens[role] if role else None)
-
-
 @pytest.fixture
 def suffix() -> str:
     return uuid.uuid4().hex[:8]
@@ -184,20 +167,19 @@ def price_file(tmp_path: Path, suffix: str) -> Path:
 @asynccontextmanager
 async def served_plane(
     control_plane: LocalControlPlane, namespace: str, database: Path, prices: Path | None
-) -> AsyncIterator[Plane]:
+) -> AsyncIterator[RolePlane]:
     """A plane with one token per role (named test-<role>) and the price table ``prices``."""
-    tokens = create_tokens(database, {f"test-{role.value}": role for role in Role})
     settings = PlaneSettings(
         database_path=database, safe_mode_namespace=namespace, price_table_path=prices
     )
-    async with plane_in_process(control_plane, settings) as client:
-        yield Plane(client, {role: tokens[f"test-{role.value}"] for role in Role})
+    async with role_plane(control_plane, settings) as plane:
+        yield plane
 
 
 @pytest.fixture
 async def plane(
     control_plane: LocalControlPlane, namespace: str, tmp_path: Path, price_file: Path
-) -> AsyncIterator[Plane]:
+) -> AsyncIterator[RolePlane]:
     async with served_plane(control_plane, namespace, tmp_path / "p.sqlite3", price_file) as served:
         yield served
 
@@ -308,8 +290,8 @@ def workload_manifest(
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
-async def savings_of(plane: Plane, namespace: str) -> dict[str, Any]:
-    status, body = await plane.get(f"/api/v1/savings?namespace={namespace}")
+async def savings_of(plane: RolePlane, namespace: str) -> dict[str, Any]:
+    status, body = await plane.call("GET", f"/api/v1/savings?namespace={namespace}")
     assert status == 200, body
     jsonschema.validate(body, SAVINGS_SCHEMA)
     return body
@@ -329,7 +311,7 @@ def machine_type(body: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 
 async def test_realized_reclaim_per_workload(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     namespace: str,
@@ -388,7 +370,7 @@ async def test_realized_reclaim_per_workload(
 
 
 async def test_nodes_freed_by_packing(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
 ) -> None:
     type_b = f"sv-b-{suffix}"
     names = add_nodes(core_api, nodes, f"svb-{suffix}", 2, type_b, "1")
@@ -414,7 +396,7 @@ async def test_nodes_freed_by_packing(
 
 
 async def test_daemonset_pods_stay_on_their_node(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
 ) -> None:
     type_b = f"sv-b-{suffix}"
     names = add_nodes(core_api, nodes, f"svd-{suffix}", 2, type_b, "1")
@@ -439,7 +421,7 @@ async def test_daemonset_pods_stay_on_their_node(
 
 
 async def test_opportunity_from_recommendations(
-    plane: Plane,
+    plane: RolePlane,
     api_client: k8s.ApiClient,
     core_api: k8s.CoreV1Api,
     namespace: str,
@@ -506,7 +488,7 @@ async def test_opportunity_from_recommendations(
 
 
 async def test_invalid_annotations_are_reported(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str
 ) -> None:
     broken = pod_manifest("broken", cpu_request="100m")
     broken["metadata"]["annotations"] = {annotations.ORIGINAL_REQUESTS: '{"v": 9}'}
@@ -526,7 +508,7 @@ async def test_invalid_annotations_are_reported(
 
 
 async def test_unpriced_machine_type_is_explicit(
-    plane: Plane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
+    plane: RolePlane, core_api: k8s.CoreV1Api, namespace: str, nodes: list[str], suffix: str
 ) -> None:
     unknown = f"sv-unknown-{suffix}"
     [node] = add_nodes(core_api, nodes, f"svu-{suffix}", 1, unknown, "4")
@@ -591,7 +573,7 @@ async def test_no_price_table_reports_cpu_only(
             return body if body["realized"]["cpu"]["pods"] == 1 else None
 
         body = await eventually(ready)
-        _status, table = await plane.get("/api/v1/savings/prices")
+        _status, table = await plane.call("GET", "/api/v1/savings/prices")
     assert body["pricing"]["configured"] is False
     assert body["realized"]["cpu"]["cpuMillicores"] == 200
     assert body["realized"]["cpu"]["perHour"] is None
@@ -600,33 +582,33 @@ async def test_no_price_table_reports_cpu_only(
 
 
 async def test_price_table_reloads_and_keeps_last_valid(
-    plane: Plane, price_file: Path, suffix: str
+    plane: RolePlane, price_file: Path, suffix: str
 ) -> None:
-    _status, before = await plane.get("/api/v1/savings/prices")
+    _status, before = await plane.call("GET", "/api/v1/savings/prices")
     assert set(before["machineTypes"]) == {f"sv-a-{suffix}", f"sv-b-{suffix}"}
 
     changed_text = "currency: GBP\nmachineTypes: {m9: {cpuCoreHour: 1, nodeHour: 2}}\n"
     await asyncio.to_thread(price_file.write_text, changed_text)
-    _status, changed = await plane.get("/api/v1/savings/prices")
+    _status, changed = await plane.call("GET", "/api/v1/savings/prices")
     assert changed["currency"] == "GBP"
     assert set(changed["machineTypes"]) == {"m9"}
 
     invalid_text = "machineTypes: {m9: {cpuCoreHour: -5, nodeHour: 2}}\n"
     await asyncio.to_thread(price_file.write_text, invalid_text)
-    _status, broken = await plane.get("/api/v1/savings/prices")
+    _status, broken = await plane.call("GET", "/api/v1/savings/prices")
     assert broken["currency"] == "GBP"
     assert "cpuCoreHour" in broken["error"]
     assert str(price_file) in broken["error"]
 
 
-async def test_savings_roles_and_audit(plane: Plane) -> None:
+async def test_savings_roles_and_audit(plane: RolePlane) -> None:
     for role in Role:
-        status, _body = await plane.get("/api/v1/savings", role)
+        status, _body = await plane.call("GET", "/api/v1/savings", role)
         assert status == 200, role
-    status, body = await plane.get("/api/v1/savings", None)
+    status, body = await plane.call("GET", "/api/v1/savings", None)
     assert status == 401
     assert "Bearer" in body["error"]
-    entries = [entry.to_json() for entry in plane.store.audit_entries()]
+    entries = plane.audit()
     assert [(e["operation"], e["outcome"], e["token"]) for e in entries] == [
         ("getSavings", "allowed", "test-viewer"),
         ("getSavings", "allowed", "test-operator"),
@@ -635,8 +617,8 @@ async def test_savings_roles_and_audit(plane: Plane) -> None:
     ]
 
 
-async def test_invalid_namespace_is_400(plane: Plane) -> None:
-    status, body = await plane.get("/api/v1/savings?namespace=Not_A_Namespace")
+async def test_invalid_namespace_is_400(plane: RolePlane) -> None:
+    status, body = await plane.call("GET", "/api/v1/savings?namespace=Not_A_Namespace")
     assert status == 400
     assert "Not_A_Namespace" in body["error"]
 

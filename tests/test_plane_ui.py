@@ -8,8 +8,6 @@ and also into $TEMPER_UI_SCREENSHOTS when that is set.
 import asyncio
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -27,15 +25,23 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
-from plane.store import Role, Store
+from plane.store import Role
 from plane.ui import CONTENT_SECURITY_POLICY
 from temper import annotations
 from temper.annotations import OriginalRequests, TierLoad, TierLoadEntry
 from temper.controlplane import LocalControlPlane
 from temper.controlplane.process import free_port
 from temper.tiers import Tier
-from tests.browser import Screenshots, console_errors, start_chromium, wait_until
+from tests import planeharness
+from tests.browser import (
+    Screenshots,
+    console_errors,
+    start_chromium,
+    wait_for_text,
+    wait_until,
+)
 from tests.fakes.kubelet import FakeKubelet
 from tests.kubehelpers import (
     create_nodes,
@@ -45,6 +51,7 @@ from tests.kubehelpers import (
     wait_for,
 )
 from tests.observesnapshots import FakePod, FakeThread, snapshot_body
+from tests.planeharness import create_role_tokens, plane_log_path, point_node_at_kubelet
 
 pytestmark = pytest.mark.controlplane
 
@@ -112,31 +119,12 @@ def running_plane(
     database = workdir / "plane.sqlite3"
     prices = workdir / "prices.json"
     prices.write_text(json.dumps(PRICE_TABLE))
-    store = Store(database)
-    tokens = {role: store.create_token(f"ui-{role.value}", role) for role in Role}
-    store.close()
-    port = free_port()
-    command = [
-        sys.executable, "-m", "temper.cli", "plane", "serve",
-        "--kubeconfig", str(control_plane.kubeconfig),
-        "--database-path", str(database),
-        "--safe-mode-namespace", namespace,
-        "--price-table-path", str(prices),
-        "--port", str(port),
-        *options,
-    ]  # fmt: skip
-    log_path = workdir / "plane.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _healthy(url))
-        yield PlaneProcess(url, tokens, log_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        print(log_path.read_text()[-3000:])
-    assert process.returncode == 0
+    tokens = create_role_tokens(database, "ui")
+    # Qualified, because the fixture below is also named plane_process.
+    with planeharness.plane_process(
+        control_plane, database, namespace, "--price-table-path", str(prices), *options
+    ) as url:
+        yield PlaneProcess(url, tokens, plane_log_path(database))
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +136,6 @@ def plane_process(
     """The plane every test of this module shares."""
     with running_plane(control_plane, tmp_path_factory.mktemp("plane-ui"), ui_namespace) as plane:
         yield plane
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return http_get(f"{url}/healthz")[0] == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
 
 
 @pytest.fixture
@@ -218,6 +199,12 @@ def create_pod(
 # -- page helpers -----------------------------------------------------------------------------
 
 
+def open_sign_in_form(driver: WebDriver, plane: PlaneProcess) -> WebElement:
+    """Open /ui/ signed out and return the token input once it is shown."""
+    driver.get(plane.url + "/ui/")
+    return wait_until(driver, lambda d: d.find_element(By.ID, "token-input"), "the token input")
+
+
 def sign_in(driver: WebDriver, plane: PlaneProcess, role: Role) -> None:
     """Open the UI and sign in with ``role``'s token through the form."""
     driver.get(plane.url + "/")
@@ -236,6 +223,12 @@ def open_view(driver: WebDriver, label: str) -> None:
     """Click a link of the main navigation and wait until the view has loaded."""
     driver.find_element(By.CSS_SELECTOR, "#main-nav").find_element(By.LINK_TEXT, label).click()
     wait_loaded(driver, label)
+
+
+def open_node(driver: WebDriver, plane: PlaneProcess, node: str) -> None:
+    """Open the view of ``node`` and wait until it has loaded."""
+    driver.get(f"{plane.url}/ui/#/nodes/{node}")
+    wait_loaded(driver, "node")
 
 
 def wait_loaded(driver: WebDriver, view_name: str) -> None:
@@ -388,14 +381,9 @@ def test_token_stays_out_of_urls_and_logs(
 def test_unknown_token_shows_401_message(
     plane_process: PlaneProcess, browser: WebDriver, screenshots: Screenshots
 ) -> None:
-    browser.get(plane_process.url + "/ui/")
-    token_input = wait_until(browser, lambda d: d.find_element(By.ID, "token-input"), "input")
+    token_input = open_sign_in_form(browser, plane_process)
     token_input.send_keys("temper_0000_not-a-token", Keys.ENTER)
-    alert = wait_until(
-        browser,
-        lambda d: d.find_element(By.ID, "alert").text or None,
-        "the sign-in error",
-    )
+    alert = wait_for_text(browser, By.ID, "alert", "the sign-in error")
     screenshots.take(browser, "rejected")
     assert "401" in alert
     assert "unknown bearer token" in alert
@@ -454,25 +442,23 @@ def test_explorer_navigates_to_pods_with_tier_and_layer(
     assert row_cells(browser, "app")[:5] == [
         "app", "app", "registry.invalid/app:1", "100m", "500m",
     ]  # fmt: skip
-    performance = wait_until(
+    performance = wait_for_text(
         browser,
-        lambda d: (
-            d.find_element(By.ID, "performance-content").text.startswith("Not available")
-            and d.find_element(By.ID, "performance-content").text
-        ),
+        By.ID,
+        "performance-content",
         "the performance panel's answer",
+        lambda text: text.startswith("Not available"),
     )
     assert "502" in performance
     assert "agent" in performance
 
     click(browser, By.CSS_SELECTOR, "#pod-manifest summary", "the manifest's summary")
-    manifest = wait_until(
+    manifest = wait_for_text(
         browser,
-        lambda d: (
-            d.find_element(By.CSS_SELECTOR, "#pod-manifest pre").text.startswith("{")
-            and d.find_element(By.CSS_SELECTOR, "#pod-manifest pre").text
-        ),
+        By.CSS_SELECTOR,
+        "#pod-manifest pre",
         "the pod's manifest",
+        lambda text: text.startswith("{"),
     )
     assert json.loads(manifest)["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "500m"}
     assert_no_error_shown(browser)
@@ -586,13 +572,12 @@ def test_workload_history_diff_and_restart(
     assert added == ["+  - image: registry.invalid/web:2"]
 
     click(browser, By.CSS_SELECTOR, "#workload-manifest summary", "the manifest's summary")
-    manifest = wait_until(
+    manifest = wait_for_text(
         browser,
-        lambda d: (
-            d.find_element(By.CSS_SELECTOR, "#workload-manifest pre").text.startswith("{")
-            and d.find_element(By.CSS_SELECTOR, "#workload-manifest pre").text
-        ),
+        By.CSS_SELECTOR,
+        "#workload-manifest pre",
         "the Deployment's manifest",
+        lambda text: text.startswith("{"),
     )
     assert json.loads(manifest)["metadata"]["annotations"] == {
         "deployment.kubernetes.io/revision": "2"
@@ -612,13 +597,8 @@ def test_workload_history_diff_and_restart(
         f"Restart Deployment {ui_namespace}/web?"
     )
     dialog.find_element(By.ID, "confirm-ok").click()
-    status = wait_until(
-        browser,
-        lambda d: (
-            "requested at" in d.find_element(By.ID, "status").text
-            and d.find_element(By.ID, "status").text
-        ),
-        "the restart's result",
+    status = wait_for_text(
+        browser, By.ID, "status", "the restart's result", lambda text: "requested at" in text
     )
     deployment = k8s.AppsV1Api(api_client).read_namespaced_deployment("web", ui_namespace)
     restarted_at = deployment.spec.template.metadata.annotations[
@@ -645,8 +625,7 @@ def test_node_view_follows_changes_without_reload(
         f".filter((entry) => entry.name.endsWith('{pods_path}')).length"
     )
     sign_in(browser, plane_process, Role.VIEWER)
-    browser.get(f"{plane_process.url}/ui/#/nodes/{ui_node}")
-    wait_loaded(browser, "node")
+    open_node(browser, plane_process, ui_node)
     wait_until(
         browser,
         lambda d: d.find_element(By.ID, "live-state").text == "Live updates on",
@@ -718,11 +697,7 @@ def test_pod_logs_show_tail_and_follow(
     lines = [f"line {n}" for n in range(1, 6)]
     with kubelet_in_thread(tmp_path, lines) as kubelet:
         # The API server fetches container logs from the kubelet the Node's status names.
-        core_api.patch_node_status(
-            ui_node,
-            {"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}},
-        )  # fmt: skip
+        point_node_at_kubelet(core_api, ui_node, kubelet.port)
         create_pod(core_api, ui_namespace, "logger", ui_node)
         sign_in(browser, plane_process, Role.VIEWER)
         browser.get(f"{plane_process.url}/ui/#/pods/{ui_namespace}/logger")
@@ -852,19 +827,13 @@ def test_performance_panel_and_trace_download(
             pod_facts = facts_of(browser, "pod-summary")
             screenshots.take(browser, "performance")
 
-            browser.get(f"{plane.url}/ui/#/nodes/{ui_node}")
-            wait_loaded(browser, "node")
+            open_node(browser, plane, ui_node)
             browser.find_element(By.ID, "trace-seconds").send_keys("0.5")
             click(
                 browser, By.XPATH, "//button[normalize-space()='Download scheduler trace']", "trace"
             )
-            status = wait_until(
-                browser,
-                lambda d: (
-                    "downloaded" in d.find_element(By.ID, "status").text
-                    and d.find_element(By.ID, "status").text
-                ),
-                "the trace download",
+            status = wait_for_text(
+                browser, By.ID, "status", "the trace download", lambda text: "downloaded" in text
             )
             downloaded = tmp_path / "downloads" / "fake.trace.txt"
             wait_for(downloaded.is_file, timeout_seconds=30)
@@ -897,8 +866,7 @@ def test_operator_cordon_shows_node_and_audit_entry(
     ui_node: str,
 ) -> None:
     sign_in(browser, plane_process, Role.OPERATOR)
-    browser.get(f"{plane_process.url}/ui/#/nodes/{ui_node}")
-    wait_loaded(browser, "node")
+    open_node(browser, plane_process, ui_node)
     assert facts_of(browser, "node-summary")["State"] == "schedulable"
     click(browser, By.XPATH, "//button[normalize-space()='Cordon']", "the Cordon button")
     wait_until(
@@ -956,8 +924,7 @@ def test_operator_safe_mode_and_drain(
 ) -> None:
     create_pod(core_api, ui_namespace, "drained-0", ui_node)
     sign_in(browser, plane_process, Role.OPERATOR)
-    browser.get(f"{plane_process.url}/ui/#/nodes/{ui_node}")
-    wait_loaded(browser, "node")
+    open_node(browser, plane_process, ui_node)
 
     click(browser, By.XPATH, "//button[normalize-space()='Request safe mode']", "safe mode")
     confirm_dialog(browser, f"Request safe mode on {ui_node}?")
@@ -981,13 +948,12 @@ def test_operator_safe_mode_and_drain(
     browser.find_element(By.ID, "drain-timeout").send_keys("5")
     click(browser, By.XPATH, "//button[normalize-space()='Drain']", "the Drain button")
     confirm_dialog(browser, f"Drain {ui_node}?")
-    status = wait_until(
+    status = wait_for_text(
         browser,
-        lambda d: (
-            d.find_element(By.ID, "status").text.startswith(f"Drain of {ui_node} ")
-            and d.find_element(By.ID, "status").text
-        ),
+        By.ID,
+        "status",
         "the drain's result",
+        lambda text: text.startswith(f"Drain of {ui_node} "),
     )
     screenshots.take(browser, "drained")
     assert status.endswith(": 1 evicted, 0 blocked, 0 failed, 0 skipped.")
@@ -1015,12 +981,9 @@ def test_viewer_cordon_shows_403_message(
     ui_node: str,
 ) -> None:
     sign_in(browser, plane_process, Role.VIEWER)
-    browser.get(f"{plane_process.url}/ui/#/nodes/{ui_node}")
-    wait_loaded(browser, "node")
+    open_node(browser, plane_process, ui_node)
     click(browser, By.XPATH, "//button[normalize-space()='Cordon']", "the Cordon button")
-    alert = wait_until(
-        browser, lambda d: d.find_element(By.ID, "alert").text or None, "the error message"
-    )
+    alert = wait_for_text(browser, By.ID, "alert", "the error message")
     screenshots.take(browser, "denied")
     assert alert.startswith(f"Cordon node {ui_node} failed: 403 ")
     assert "role viewer may not cordonNode: it requires role operator or above" in alert
@@ -1037,9 +1000,7 @@ def test_viewer_audit_view_shows_403(
     nav = browser.find_element(By.ID, "main-nav")
     assert nav.find_elements(By.LINK_TEXT, "Audit") == [], "viewers get no Audit link"
     browser.get(plane_process.url + "/ui/#/audit")
-    alert = wait_until(
-        browser, lambda d: d.find_element(By.ID, "alert").text or None, "the error message"
-    )
+    alert = wait_for_text(browser, By.ID, "alert", "the error message")
     screenshots.take(browser, "audit-denied")
     assert "403" in alert
     assert "requires role admin" in alert
@@ -1177,8 +1138,7 @@ def test_hub_lists_peer_clusters(
 def test_keyboard_reaches_views_and_every_input_has_label(
     plane_process: PlaneProcess, browser: WebDriver, screenshots: Screenshots
 ) -> None:
-    browser.get(plane_process.url + "/ui/")
-    wait_until(browser, lambda d: d.find_element(By.ID, "token-input"), "the token input")
+    open_sign_in_form(browser, plane_process)
     # The signed-out page focuses the token input; the skip link comes before it.
     assert browser.switch_to.active_element.get_attribute("id") == "token-input"
     browser.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
