@@ -32,33 +32,27 @@ It prints Markdown tables: CPU time per request for every case and tree with its
 the first tree, and the pause distribution per tree.
 """
 
-import argparse
-import http.client
 import json
-import os
-import platform
 import random
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from math import nan
 from pathlib import Path
 from typing import Any
 
+import cpuprobe
+
 from temper.annotations import TIER_LOAD, TierLoad, TierLoadEntry
 from temper.controlplane import LocalControlPlane, node_manifest
 from temper.controlplane.client import AdminClient
-from temper.controlplane.process import free_port
 from temper.errors import KubernetesError
 from temper.tiers import Tier, priority_class_manifests
 
@@ -67,11 +61,6 @@ NODE_CPU_MILLICORES = 8000
 PUBLISH_INTERVAL_SECONDS = 3600
 NAMESPACE = "bench"
 READY_TIMEOUT_SECONDS = 180.0
-
-# Runs a temper command with its garbage collections timed; see its docstring.
-GC_PROBE = Path(__file__).with_name("gc_probe.py")
-# Full collections forced per extender after the churn phase.
-FORCED_COLLECTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -91,49 +80,6 @@ CASES = (
     Case("filter, critical pod, Nodes", "filter", critical=True, full_objects=True),
     Case("prioritize, normal pod, Nodes", "prioritize", critical=False, full_objects=True),
 )
-
-
-@dataclass
-class Extender:
-    """One `temper extender` process and what was measured on it."""
-
-    tree: Path
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    gc_path: Path
-    connection: http.client.HTTPConnection
-    cpu_us_per_request: dict[str, list[float]] = field(default_factory=dict)
-
-    def cpu_seconds(self) -> float:
-        """CPU time of all threads so far, from /proc/<pid>/task/*/schedstat."""
-        total_ns = 0
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            try:
-                total_ns += int((task / "schedstat").read_text().split()[0])
-            except FileNotFoundError:
-                continue  # the thread ended between the listing and the read
-        return total_ns / 1e9
-
-    def post(self, verb: str, body: bytes) -> bytes:
-        self.connection.request(
-            "POST", f"/{verb}", body=body, headers={"Content-Type": "application/json"}
-        )
-        response = self.connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{self.tree} /{verb}: HTTP {response.status}: {data[:300]!r}")
-        return data
-
-    def resident_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def run_parallel(work: Callable[[Any], object], items: Iterable[Any], concurrency: int) -> None:
@@ -199,7 +145,7 @@ def create_objects(admin: AdminClient, node_count: int, bound_pods: int) -> list
         names,
         concurrency=20,
     )
-    log(f"created {node_count} nodes in {time.monotonic() - started:.1f} s")
+    cpuprobe.log(f"created {node_count} nodes in {time.monotonic() - started:.1f} s")
     bind_pods(admin, "bound", bound_pods, names)
     return names
 
@@ -217,7 +163,7 @@ def bind_pods(admin: AdminClient, prefix: str, count: int, node_names: list[str]
         # Twenty threads made kube-apiserver time out requests on a loaded 2-CPU machine.
         concurrency=8,
     )
-    log(f"created {count} bound pods ({prefix}) in {time.monotonic() - started:.1f} s")
+    cpuprobe.log(f"created {count} bound pods ({prefix}) in {time.monotonic() - started:.1f} s")
 
 
 def pending_pod(admin: AdminClient, name: str, priority_class: str | None) -> dict[str, Any]:
@@ -238,41 +184,20 @@ def nodes_with_tier_load(port: int) -> float:
     return 0.0
 
 
-@contextmanager
 def extender(
     plane: LocalControlPlane, tree: Path, workdir: Path, index: int, profile_dir: Path | None
-) -> Iterator[Extender]:
+) -> AbstractContextManager[cpuprobe.ProbedServer]:
     """Run ``temper extender`` from ``tree`` against the plane until the context ends."""
-    port = free_port()
-    log_path = workdir / f"extender-{index}.log"
-    gc_path = workdir / f"gc-{index}.json"
-    env = {**os.environ, "PYTHONPATH": str(tree), "TEMPER_BENCH_GC_FILE": str(gc_path)}
+    extra_env = {}
     if profile_dir is not None:
-        env["TEMPER_BENCH_PROFILE_FILE"] = str(profile_dir / f"extender-{index}.prof")
-    command = [
-        sys.executable, str(GC_PROBE), "extender",
-        "--kubeconfig", str(plane.kubeconfig),
-        "--port", str(port),
-        "--publish-interval-seconds", str(PUBLISH_INTERVAL_SECONDS),
-        "--log-level", "WARNING",
-    ]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=tree, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        yield Extender(tree, port, process, log_path, gc_path, connection)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        extra_env["TEMPER_BENCH_PROFILE_FILE"] = str(profile_dir / f"extender-{index}.prof")
+    options = ["--publish-interval-seconds", str(PUBLISH_INTERVAL_SECONDS)]
+    return cpuprobe.probed_server(
+        "extender", plane, tree, workdir, index, options=options, extra_env=extra_env
+    )
 
 
-def wait_for_cache(extenders: list[Extender], node_count: int) -> None:
+def wait_for_cache(extenders: list[cpuprobe.ProbedServer], node_count: int) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     for ext in extenders:
         while nodes_with_tier_load(ext.port) < node_count:
@@ -314,32 +239,17 @@ class Requests:
         return json.dumps(document, separators=(",", ":")).encode()
 
 
-def measure_case(case: Case, extenders: list[Extender], requests: Requests, count: int) -> None:
-    """Send ``count`` requests of one case to every extender and record CPU per request.
-
-    Each request goes to every extender in turn, in an order that alternates per request, so
-    that all of them run under the same load from other processes.
-    """
+def measure_case(
+    case: Case, extenders: list[cpuprobe.ProbedServer], requests: Requests, count: int
+) -> None:
+    """Send ``count`` requests of one case to every extender and record CPU per request."""
     bodies = [requests.body(case, requests.next_window()) for _ in range(count)]
-    before = [ext.cpu_seconds() for ext in extenders]
-    for index, body in enumerate(bodies):
-        order = extenders if index % 2 == 0 else extenders[::-1]
-        replies = {id(ext): ext.post(case.verb, body) for ext in order}
-        expected = replies[id(extenders[0])]
-        for ext in extenders[1:]:
-            if replies[id(ext)] != expected:
-                raise SystemExit(
-                    f"{case.name}: request {index} differs between {extenders[0].tree} and "
-                    f"{ext.tree}:\n{expected[:400]!r}\n{replies[id(ext)][:400]!r}"
-                )
-    for ext, start_seconds in zip(extenders, before, strict=True):
-        used = ext.cpu_seconds() - start_seconds
-        ext.cpu_us_per_request.setdefault(case.name, []).append(used / count * 1e6)
+    cpuprobe.measure_requests(case.name, f"/{case.verb}", bodies, extenders)
 
 
 def churn(
     admin: AdminClient,
-    extenders: list[Extender],
+    extenders: list[cpuprobe.ProbedServer],
     requests: Requests,
     node_names: list[str],
     pods: int,
@@ -348,15 +258,18 @@ def churn(
     case = CASES[2]
     done = threading.Event()
     started = time.monotonic()
-    binder = threading.Thread(
-        target=lambda: (bind_pods(admin, "churn", pods, node_names), done.set()), daemon=True
-    )
+
+    def bind_then_signal() -> None:
+        bind_pods(admin, "churn", pods, node_names)
+        done.set()
+
+    binder = threading.Thread(target=bind_then_signal, daemon=True)
     binder.start()
     sent = 0
     while not done.is_set():
         body = requests.body(case, requests.next_window())
         for ext in extenders:
-            ext.post(case.verb, body)
+            ext.post(f"/{case.verb}", body)
         sent += 1
     binder.join()
     return started, time.monotonic(), sent
@@ -393,53 +306,14 @@ def pause_summary(path: Path, start: float, end: float) -> PauseSummary:
     )
 
 
-def force_collections(extenders: list[Extender]) -> None:
-    """Make every extender run FORCED_COLLECTIONS full collections, one at a time."""
-    for _ in range(FORCED_COLLECTIONS):
-        for ext in extenders:
-            ext.process.send_signal(signal.SIGUSR1)
-            time.sleep(1.0)
-
-
 def percentile(ordered: list[float], fraction: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} CPUs, {memory_gib:.0f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
-    )
-
-
-def print_cpu_table(extenders: list[Extender]) -> None:
-    headers = [f"{ext.tree} us/request" for ext in extenders]
-    headers += [f"ratio {ext.tree} / {extenders[0].tree}" for ext in extenders[1:]]
-    print("| Case | " + " | ".join(headers) + " |")
-    print("|---" * (1 + len(headers)) + "|")
-    for case in CASES:
-        medians = [statistics.median(ext.cpu_us_per_request[case.name]) for ext in extenders]
-        cells = [f"{value:.0f}" for value in medians]
-        cells += [f"{value / medians[0]:.2f}" for value in medians[1:]]
-        print(f"| {case.name} | " + " | ".join(cells) + " |")
-    print()
-    for ext in extenders:
-        for case in CASES:
-            rounds = ", ".join(f"{value:.0f}" for value in ext.cpu_us_per_request[case.name])
-            print(f"{ext.tree}, {case.name}: per round {rounds} us")
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--tree",
-        type=Path,
-        action="append",
-        help="source tree to run temper extender from; repeat to compare (default: .)",
-    )
+    parser = cpuprobe.tree_parser(__doc__.split("\n\n")[0], "extender")
     parser.add_argument("--nodes", type=int, default=5000, help="Nodes to create")
     parser.add_argument("--bound-pods", type=int, default=5000, help="pods bound before measuring")
     parser.add_argument("--names", type=int, default=500, help="node names per request")
@@ -462,14 +336,7 @@ def main() -> int:
     args = parser.parse_args()
     trees = [tree.resolve() for tree in (args.tree or [Path(".")])]
 
-    print(f"machine: {machine()}")
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="temper-bench-cpu-") as directory, ExitStack() as stack:
-        workdir = Path(directory)
-        plane = LocalControlPlane(workdir / "controlplane")
-        plane.start()
-        stack.callback(plane.stop)
-        plane.stop_scheduler()
+    with cpuprobe.local_plane("temper-bench-cpu-") as (stack, workdir, plane):
         admin = plane.admin_client()
         try:
             names = create_objects(admin, args.nodes, args.bound_pods)
@@ -491,21 +358,21 @@ def main() -> int:
         ]
         wait_for_cache(extenders, args.nodes)
         cached_memory = {ext.tree: ext.resident_mib() for ext in extenders}
-        log("every extender cached the nodes; measuring")
+        cpuprobe.log("every extender cached the nodes; measuring")
         for round_number in range(args.rounds):
             for case in CASES:
                 count = args.full_object_requests if case.full_objects else args.requests
                 measure_case(case, extenders, requests, count)
-            log(f"round {round_number + 1} of {args.rounds} done")
+            cpuprobe.log(f"round {round_number + 1} of {args.rounds} done")
         memory = {ext.tree: ext.resident_mib() for ext in extenders}
 
-        log(f"binding {args.churn_pods} pods while sending prioritize requests")
+        cpuprobe.log(f"binding {args.churn_pods} pods while sending prioritize requests")
         start, end, sent = churn(admin, extenders, requests, names, args.churn_pods)
-        force_collections(extenders)
+        cpuprobe.force_collections(extenders)
         stack.close()  # stops the extenders, which write their GC records, and the plane
 
-        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
-        print_cpu_table(extenders)
+        print(f"load average after: {cpuprobe.load_average()}\n")
+        cpuprobe.print_cpu_table(extenders, [case.name for case in CASES], "request")
         print()
         for tree, mib in memory.items():
             print(

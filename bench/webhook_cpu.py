@@ -26,35 +26,26 @@ It prints Markdown tables: CPU time per call for every case and tree with its ra
 first tree, and the garbage collections per tree.
 """
 
-import argparse
-import http.client
 import json
-import os
-import platform
-import signal
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cpuprobe
+
 from temper.controlplane import LocalControlPlane
 from temper.controlplane.client import AdminClient
-from temper.controlplane.process import free_port
 
-GC_PROBE = Path(__file__).with_name("gc_probe.py")
 NAMESPACE = "bench"
 READY_TIMEOUT_SECONDS = 120.0
-FORCED_COLLECTIONS = 5
 
 
 def container(name: str, cpu: str, limit: str | None = None) -> dict[str, Any]:
@@ -81,43 +72,6 @@ CASES = {
     "pod with one container, scaled": one_container_pod,
     "pod with init, sidecar and two containers, scaled": sidecar_pod,
 }
-
-
-@dataclass
-class Webhook:
-    """One `temper webhook` process and what was measured on it."""
-
-    tree: Path
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    gc_path: Path
-    connection: http.client.HTTPSConnection
-    cpu_us_per_call: dict[str, list[float]] = field(default_factory=dict)
-
-    def cpu_seconds(self) -> float:
-        """CPU time of all threads so far, from /proc/<pid>/task/*/schedstat."""
-        total_ns = 0
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            try:
-                total_ns += int((task / "schedstat").read_text().split()[0])
-            except FileNotFoundError:
-                continue  # the thread ended between the listing and the read
-        return total_ns / 1e9
-
-    def post(self, body: bytes) -> bytes:
-        self.connection.request(
-            "POST", "/mutate", body=body, headers={"Content-Type": "application/json"}
-        )
-        response = self.connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{self.tree} /mutate: HTTP {response.status}: {data[:300]!r}")
-        return data
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -168,86 +122,23 @@ def is_ready(port: int) -> bool:
 
 
 @contextmanager
-def webhook(plane: LocalControlPlane, tree: Path, workdir: Path, index: int) -> Iterator[Webhook]:
+def webhook(
+    plane: LocalControlPlane, tree: Path, workdir: Path, index: int
+) -> Iterator[cpuprobe.ProbedServer]:
     """Run ``temper webhook`` from ``tree`` against the plane until the context ends."""
-    port = free_port()
-    log_path = workdir / f"webhook-{index}.log"
-    gc_path = workdir / f"gc-{index}.json"
-    env = {**os.environ, "PYTHONPATH": str(tree), "TEMPER_BENCH_GC_FILE": str(gc_path)}
-    command = [
-        sys.executable, str(GC_PROBE), "webhook",
-        "--kubeconfig", str(plane.kubeconfig),
-        "--port", str(port),
-        "--log-level", "WARNING",
-    ]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=tree, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
+    with cpuprobe.probed_server(
+        "webhook", plane, tree, workdir, index, ssl_context=insecure_context()
+    ) as server:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not is_ready(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"webhook from {tree} not ready:\n{log_path.read_text()}")
+        while not is_ready(server.port):
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"webhook from {tree} not ready:\n{server.log_path.read_text()}")
             time.sleep(0.3)
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", port, context=insecure_context(), timeout=60
-        )
-        yield Webhook(tree, port, process, log_path, gc_path, connection)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield server
 
 
-def measure_case(name: str, body: bytes, webhooks: list[Webhook], count: int) -> None:
-    """Send one review ``count`` times to every webhook and record CPU per call.
-
-    Each call goes to every webhook in turn, in an order that alternates per call, so that
-    all of them run under the same load from other processes.
-    """
-    before = [hook.cpu_seconds() for hook in webhooks]
-    for index in range(count):
-        order = webhooks if index % 2 == 0 else webhooks[::-1]
-        replies = {id(hook): hook.post(body) for hook in order}
-        expected = replies[id(webhooks[0])]
-        for hook in webhooks[1:]:
-            if replies[id(hook)] != expected:
-                raise SystemExit(
-                    f"{name}: the responses of {webhooks[0].tree} and {hook.tree} differ:\n"
-                    f"{expected[:400]!r}\n{replies[id(hook)][:400]!r}"
-                )
-    for hook, start_seconds in zip(webhooks, before, strict=True):
-        used = hook.cpu_seconds() - start_seconds
-        hook.cpu_us_per_call.setdefault(name, []).append(used / count * 1e6)
-
-
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} CPUs, {memory_gib:.0f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
-    )
-
-
-def print_results(webhooks: list[Webhook], start: float, end: float) -> None:
-    headers = [f"{hook.tree} us/call" for hook in webhooks]
-    headers += [f"ratio {hook.tree} / {webhooks[0].tree}" for hook in webhooks[1:]]
-    print("| Case | " + " | ".join(headers) + " |")
-    print("|---" * (1 + len(headers)) + "|")
-    for name in CASES:
-        medians = [statistics.median(hook.cpu_us_per_call[name]) for hook in webhooks]
-        cells = [f"{value:.0f}" for value in medians]
-        cells += [f"{value / medians[0]:.2f}" for value in medians[1:]]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print()
-    for hook in webhooks:
-        for name in CASES:
-            rounds = ", ".join(f"{value:.0f}" for value in hook.cpu_us_per_call[name])
-            print(f"{hook.tree}, {name}: per round {rounds} us")
+def print_results(webhooks: list[cpuprobe.ProbedServer], start: float, end: float) -> None:
+    cpuprobe.print_cpu_table(webhooks, CASES, "call")
     print("\n| Tree | Collections while measuring | CPU total ms | Full collection CPU ms |")
     print("|---|---|---|---|")
     for hook in webhooks:
@@ -261,26 +152,13 @@ def print_results(webhooks: list[Webhook], start: float, end: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--tree",
-        type=Path,
-        action="append",
-        help="source tree to run temper webhook from; repeat to compare (default: .)",
-    )
+    parser = cpuprobe.tree_parser(__doc__.split("\n\n")[0], "webhook")
     parser.add_argument("--calls", type=int, default=500, help="admission calls per batch")
     parser.add_argument("--rounds", type=int, default=5, help="batches per case and tree")
     args = parser.parse_args()
     trees = [tree.resolve() for tree in (args.tree or [Path(".")])]
 
-    print(f"machine: {machine()}")
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="temper-bench-wh-") as directory, ExitStack() as stack:
-        workdir = Path(directory)
-        plane = LocalControlPlane(workdir / "controlplane")
-        plane.start()
-        stack.callback(plane.stop)
-        plane.stop_scheduler()
+    with cpuprobe.local_plane("temper-bench-wh-") as (stack, workdir, plane):
         admin = plane.admin_client()
         admin.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
         bodies = {
@@ -292,21 +170,18 @@ def main() -> int:
             for index, tree in enumerate(trees)
         ]
         for name, body in bodies.items():  # warm-up: connections, caches
-            measure_case(name, body, webhooks, 20)
+            cpuprobe.measure_requests(name, "/mutate", [body] * 20, webhooks)
         for hook in webhooks:
-            hook.cpu_us_per_call.clear()
+            hook.cpu_us_per_case.clear()
         start = time.monotonic()
         for round_number in range(args.rounds):
             for name, body in bodies.items():
-                measure_case(name, body, webhooks, args.calls)
-            log(f"round {round_number + 1} of {args.rounds} done")
+                cpuprobe.measure_requests(name, "/mutate", [body] * args.calls, webhooks)
+            cpuprobe.log(f"round {round_number + 1} of {args.rounds} done")
         end = time.monotonic()
-        for _ in range(FORCED_COLLECTIONS):
-            for hook in webhooks:
-                hook.process.send_signal(signal.SIGUSR1)
-                time.sleep(1.0)
+        cpuprobe.force_collections(webhooks)
         stack.close()  # stops the webhooks, which write their GC records, and the plane
-        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+        print(f"load average after: {cpuprobe.load_average()}\n")
         print_results(webhooks, start, end)
     return 0
 

@@ -8,9 +8,9 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -169,14 +169,25 @@ def _client_gone(request: web.Request) -> bool:
 # -- pods -------------------------------------------------------------------------------------
 
 
-@_handle_errors
-async def get_pod(request: web.Request) -> web.StreamResponse:
-    namespace, name = _namespace(request), _name(request, "pod")
-    state = _state(request)
-    detail = await explorer.pod_detail(
-        state.client, state.agents, namespace, name, _timeout(request)
-    )
-    return web.json_response(detail)
+_PodPanelBuilder = Callable[[KubeClient, AgentClient, str, str, float], Awaitable[dict[str, Any]]]
+
+
+def _pod_panel_handler(build_panel: _PodPanelBuilder) -> Handler:
+    """Make a handler that returns the JSON panel ``build_panel`` builds for the path's pod."""
+
+    @_handle_errors
+    async def handler(request: web.Request) -> web.StreamResponse:
+        namespace, name = _namespace(request), _name(request, "pod")
+        state = _state(request)
+        panel = await build_panel(state.client, state.agents, namespace, name, _timeout(request))
+        return web.json_response(panel)
+
+    return handler
+
+
+get_pod = _pod_panel_handler(explorer.pod_detail)
+get_pod_performance = _pod_panel_handler(performance.pod_performance)
+get_pod_scheduling = _pod_panel_handler(performance.pod_scheduling)
 
 
 @_handle_errors
@@ -189,26 +200,6 @@ async def get_pod_manifest(request: web.Request) -> web.StreamResponse:
         _timeout(request),
     )
     return web.json_response(explorer.without_managed_fields(pod))
-
-
-@_handle_errors
-async def get_pod_performance(request: web.Request) -> web.StreamResponse:
-    namespace, name = _namespace(request), _name(request, "pod")
-    state = _state(request)
-    panel = await performance.pod_performance(
-        state.client, state.agents, namespace, name, _timeout(request)
-    )
-    return web.json_response(panel)
-
-
-@_handle_errors
-async def get_pod_scheduling(request: web.Request) -> web.StreamResponse:
-    namespace, name = _namespace(request), _name(request, "pod")
-    state = _state(request)
-    panel = await performance.pod_scheduling(
-        state.client, state.agents, namespace, name, _timeout(request)
-    )
-    return web.json_response(panel)
 
 
 def _log_error(error: KubernetesError, pod: str, container: str, node: str) -> web.Response:
@@ -257,6 +248,28 @@ async def _pump(
     return "plane shutting down"
 
 
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: Mapping[str, str],
+    closing: asyncio.Event,
+) -> tuple[web.StreamResponse, str]:
+    """Stream ``upstream``'s body to the client with ``headers``, then close ``upstream``.
+    Return the response and how the stream ended, in the words of ``_pump``."""
+    response = web.StreamResponse(headers=headers)
+    outcome = "not started"
+    try:
+        await response.prepare(request)
+        outcome = await _pump(request, response, upstream, closing)
+        if outcome == "upstream ended":
+            await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        outcome = "client disconnected"
+    finally:
+        upstream.close()
+    return response, outcome
+
+
 @_handle_errors
 async def get_container_logs(request: web.Request) -> web.StreamResponse:
     namespace, name = _namespace(request), _name(request, "pod")
@@ -298,23 +311,12 @@ async def get_container_logs(request: web.Request) -> web.StreamResponse:
     except KubernetesError as error:
         return _log_error(error, pod_key, container, node)
     started = time.monotonic()
-    outcome = "not started"
-    try:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/plain; charset=utf-8",
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-            }
-        )
-        await response.prepare(request)
-        outcome = await _pump(request, response, upstream, state.closing)
-        if outcome == "upstream ended":
-            await response.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        outcome = "client disconnected"
-    finally:
-        upstream.close()
+    headers = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+    }
+    response, outcome = await _relay(request, upstream, headers, state.closing)
     if follow:
         log.info(
             "log stream ended",
@@ -331,48 +333,82 @@ async def get_container_logs(request: web.Request) -> web.StreamResponse:
 # -- workloads --------------------------------------------------------------------------------
 
 
+_Result = TypeVar("_Result")
+
+
+@dataclass(frozen=True)
+class _WorkloadTarget:
+    """The workload that a request's path names, and the client and timeout to reach it."""
+
+    namespace: str
+    kind: explorer.WorkloadKind
+    name: str
+    client: KubeClient
+    timeout_seconds: float
+
+    @classmethod
+    def parse(cls, request: web.Request) -> "_WorkloadTarget":
+        """Read the namespace, kind and name path parameters. Raise ParameterError if invalid."""
+        namespace, kind, name = _namespace(request), _kind(request), _name(request, "name")
+        return cls(namespace, kind, name, _state(request).client, _timeout(request))
+
+    async def call(
+        self,
+        operation: Callable[
+            [KubeClient, explorer.WorkloadKind, str, str, float], Awaitable[_Result]
+        ],
+    ) -> _Result:
+        """Run one of the explorer's workload functions on this workload."""
+        return await operation(
+            self.client, self.kind, self.namespace, self.name, self.timeout_seconds
+        )
+
+
 @_handle_errors
 async def get_workload_manifest(request: web.Request) -> web.StreamResponse:
-    namespace, kind, name = _namespace(request), _kind(request), _name(request, "name")
-    obj = await explorer.workload(_state(request).client, kind, namespace, name, _timeout(request))
+    target = _WorkloadTarget.parse(request)
+    obj = await target.call(explorer.workload)
     return web.json_response(explorer.without_managed_fields(obj))
 
 
 @_handle_errors
 async def list_workload_revisions(request: web.Request) -> web.StreamResponse:
-    namespace, kind, name = _namespace(request), _kind(request), _name(request, "name")
-    entries = await explorer.revisions(
-        _state(request).client, kind, namespace, name, _timeout(request)
-    )
+    target = _WorkloadTarget.parse(request)
+    entries = await target.call(explorer.revisions)
     return web.json_response(
-        {"namespace": namespace, "kind": kind.kind, "name": name, "items": entries}
+        {
+            "namespace": target.namespace,
+            "kind": target.kind.kind,
+            "name": target.name,
+            "items": entries,
+        }
     )
 
 
 @_handle_errors
 async def diff_workload_revisions(request: web.Request) -> web.StreamResponse:
-    namespace, kind, name = _namespace(request), _kind(request), _name(request, "name")
+    target = _WorkloadTarget.parse(request)
     from_revision = _int_query(request, "from", 0, MAX_REVISION)
     to_revision = _int_query(request, "to", 0, MAX_REVISION)
-    entries = await explorer.revisions(
-        _state(request).client, kind, namespace, name, _timeout(request)
+    entries = await target.call(explorer.revisions)
+    diff = explorer.revision_diff(
+        target.kind,
+        target.namespace,
+        target.name,
+        entries,
+        from_revision=from_revision,
+        to_revision=to_revision,
     )
-    return web.json_response(
-        explorer.revision_diff(
-            kind, namespace, name, entries, from_revision=from_revision, to_revision=to_revision
-        )
-    )
+    return web.json_response(diff)
 
 
 @_handle_errors
 async def restart_workload(request: web.Request) -> web.StreamResponse:
-    namespace, kind, name = _namespace(request), _kind(request), _name(request, "name")
-    restarted_at = await explorer.rollout_restart(
-        _state(request).client, kind, namespace, name, _timeout(request)
-    )
+    target = _WorkloadTarget.parse(request)
+    restarted_at = await target.call(explorer.rollout_restart)
     return web.json_response(
         {
-            "object": f"{kind.kind.lower()}/{namespace}/{name}",
+            "object": f"{target.kind.kind.lower()}/{target.namespace}/{target.name}",
             "action": "restart",
             "restartedAt": restarted_at,
         }
@@ -391,27 +427,16 @@ async def download_node_trace(request: web.Request) -> web.StreamResponse:
     )
     await explorer.read(state.client, f"/api/v1/nodes/{node}", f"node {node}", _timeout(request))
     url, upstream = await state.agents.open_trace(node, seconds)
-    outcome = "not started"
-    try:
-        disposition = upstream.headers.get(
-            "Content-Disposition",
-            f'attachment; filename="temper-{node}-{int(time.time())}.trace.txt"',
-        )
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/plain; charset=utf-8",
-                "Content-Disposition": disposition,
-                "Cache-Control": "no-cache",
-            }
-        )
-        await response.prepare(request)
-        outcome = await _pump(request, response, upstream, state.closing)
-        if outcome == "upstream ended":
-            await response.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        outcome = "client disconnected"
-    finally:
-        upstream.close()
+    disposition = upstream.headers.get(
+        "Content-Disposition",
+        f'attachment; filename="temper-{node}-{int(time.time())}.trace.txt"',
+    )
+    headers = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Disposition": disposition,
+        "Cache-Control": "no-cache",
+    }
+    response, outcome = await _relay(request, upstream, headers, state.closing)
     log.info(
         "trace download ended",
         extra={"node": node, "agent": url, "seconds": seconds, "why": outcome},

@@ -1,10 +1,13 @@
 """JSON schemas of the explorer, event stream, agent and rollout endpoints (OpenAPI 3.1)."""
 
-from typing import Any
-
-from plane.schemas import NODE_SCHEMA, NULLABLE_STRING, POD_SCHEMA, TIER_LOAD_SCHEMA, TIERS
-
-JsonSchema = dict[str, Any]
+from plane.schemas import (
+    NODE_SCHEMA,
+    NULLABLE_STRING,
+    POD_SCHEMA,
+    TIER_LOAD_SCHEMA,
+    TIERS,
+    JsonSchema,
+)
 
 # A namespace name (DNS label, RFC 1123).
 NAMESPACE_SCHEMA: JsonSchema = {
@@ -22,84 +25,91 @@ WORKLOAD_KIND_SCHEMA: JsonSchema = {
     "enum": ["deployments", "statefulsets", "daemonsets"],
 }
 
+_STRING: JsonSchema = {"type": "string"}
+_INTEGER: JsonSchema = {"type": "integer"}
+_BOOLEAN: JsonSchema = {"type": "boolean"}
 _NULLABLE_INTEGER: JsonSchema = {"type": ["integer", "null"]}
 _NULLABLE_NUMBER: JsonSchema = {"type": ["number", "null"]}
-_STRING_MAP: JsonSchema = {"type": "object", "additionalProperties": {"type": "string"}}
+_STRING_MAP: JsonSchema = {"type": "object", "additionalProperties": _STRING}
 
-CONTAINER_STATE_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["state"],
-    "properties": {
+
+def _object(required: list[str], properties: JsonSchema) -> JsonSchema:
+    """Return the schema of an object with ``properties``, of which ``required`` must be set."""
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _described(schema: JsonSchema, description: str) -> JsonSchema:
+    """Return a copy of ``schema`` with ``description``."""
+    return {**schema, "description": description}
+
+
+CONTAINER_STATE_SCHEMA: JsonSchema = _object(
+    ["state"],
+    {
         "state": {"type": "string", "enum": ["running", "waiting", "terminated", "unknown"]},
-        "reason": {"type": "string"},
-        "message": {"type": "string"},
-        "startedAt": {"type": "string"},
-        "finishedAt": {"type": "string"},
-        "exitCode": {"type": "integer"},
-        "signal": {"type": "integer"},
+        "reason": _STRING,
+        "message": _STRING,
+        "startedAt": _STRING,
+        "finishedAt": _STRING,
+        "exitCode": _INTEGER,
+        "signal": _INTEGER,
     },
-}
+)
 
-CONTAINER_DETAIL_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["name", "kind", "image", "requests", "limits", "state", "ready", "restartCount"],
-    "properties": {
-        "name": {"type": "string"},
+CONTAINER_DETAIL_SCHEMA: JsonSchema = _object(
+    ["name", "kind", "image", "requests", "limits", "state", "ready", "restartCount"],
+    {
+        "name": _STRING,
         "kind": {"type": "string", "enum": ["init", "sidecar", "app", "ephemeral"]},
-        "image": {"type": "string"},
+        "image": _STRING,
         "imageID": NULLABLE_STRING,
         "containerID": NULLABLE_STRING,
         "requests": _STRING_MAP,
         "limits": _STRING_MAP,
         "state": CONTAINER_STATE_SCHEMA,
         "lastState": {"oneOf": [CONTAINER_STATE_SCHEMA, {"type": "null"}]},
-        "ready": {"type": "boolean"},
-        "restartCount": {"type": "integer"},
+        "ready": _BOOLEAN,
+        "restartCount": _INTEGER,
     },
-}
+)
 
-OWNER_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["kind", "name", "apiVersion", "uid", "found"],
-    "properties": {
-        "kind": {"type": "string"},
-        "name": {"type": "string"},
-        "apiVersion": {"type": "string"},
-        "uid": {"type": "string"},
-        "found": {
-            "type": ["boolean", "null"],
-            "description": "False: the owner no longer exists; null: a kind the plane does "
-            "not read (the chain stops there)",
-        },
-        "error": {"type": "string"},
+OWNER_SCHEMA: JsonSchema = _object(
+    ["kind", "name", "apiVersion", "uid", "found"],
+    {
+        "kind": _STRING,
+        "name": _STRING,
+        "apiVersion": _STRING,
+        "uid": _STRING,
+        "found": _described(
+            {"type": ["boolean", "null"]},
+            "False: the owner no longer exists; null: a kind the plane does not read (the "
+            "chain stops there)",
+        ),
+        "error": _STRING,
     },
-}
+)
 
 PRIORITY_CLASS_SCHEMA: JsonSchema = {
     "type": ["object", "null"],
     "required": ["name", "value", "preemptionPolicy", "globalDefault"],
     "properties": {
-        "name": {"type": "string"},
+        "name": _STRING,
         "value": _NULLABLE_INTEGER,
-        "preemptionPolicy": {"type": "string"},
-        "globalDefault": {"type": "boolean"},
+        "preemptionPolicy": _STRING,
+        "globalDefault": _BOOLEAN,
         "description": NULLABLE_STRING,
     },
 }
 
-LAYER_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["expected", "reported", "agentError"],
-    "properties": {
-        "expected": {
-            "type": "string",
-            "description": "The scx_layered layer the agent's rules give the pod",
-        },
-        "reported": {
-            **NULLABLE_STRING,
-            "description": "The layer of the node agent's current layer config (its /config) "
-            "that matches the pod's cgroup; null when the agent is not reachable",
-        },
+LAYER_SCHEMA: JsonSchema = _object(
+    ["expected", "reported", "agentError"],
+    {
+        "expected": _described(_STRING, "The scx_layered layer the agent's rules give the pod"),
+        "reported": _described(
+            NULLABLE_STRING,
+            "The layer of the node agent's current layer config (its /config) that matches "
+            "the pod's cgroup; null when the agent is not reachable",
+        ),
         "matchedBy": {
             "type": ["string", "null"],
             "enum": ["cgroup", "catch-all", None],
@@ -108,33 +118,31 @@ LAYER_SCHEMA: JsonSchema = {
         },
         "profileLayers": {
             "type": "array",
-            "items": {"type": "string"},
+            "items": _STRING,
             "description": "Workload-profile layers that take some of the pod's threads",
         },
         "agentUrl": NULLABLE_STRING,
-        "agentScheduler": {
-            **NULLABLE_STRING,
-            "description": "The agent's scheduler state; the layer is enforced only under "
-            "scx_layered",
-        },
-        "agentError": {**NULLABLE_STRING, "description": "Why reported is null"},
+        "agentScheduler": _described(
+            NULLABLE_STRING,
+            "The agent's scheduler state; the layer is enforced only under scx_layered",
+        ),
+        "agentError": _described(NULLABLE_STRING, "Why reported is null"),
     },
-}
+)
 
-POD_DETAIL_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": [
+POD_DETAIL_SCHEMA: JsonSchema = _object(
+    [
         "namespace", "name", "uid", "node", "phase", "tier", "qosClass", "layer", "owners",
         "containers",
     ],
-    "properties": {
-        "namespace": {"type": "string"},
-        "name": {"type": "string"},
-        "uid": {"type": "string"},
+    {
+        "namespace": _STRING,
+        "name": _STRING,
+        "uid": _STRING,
         "node": NULLABLE_STRING,
-        "phase": {"type": "string"},
+        "phase": _STRING,
         "createdAt": NULLABLE_STRING,
-        "terminating": {"type": "boolean"},
+        "terminating": _BOOLEAN,
         "podIP": NULLABLE_STRING,
         "hostIP": NULLABLE_STRING,
         "labels": _STRING_MAP,
@@ -155,7 +163,7 @@ POD_DETAIL_SCHEMA: JsonSchema = {
         "conditions": {"type": "array", "items": {"type": "object"}},
         "containers": {"type": "array", "items": CONTAINER_DETAIL_SCHEMA},
     },
-}  # fmt: skip
+)  # fmt: skip
 
 MANIFEST_SCHEMA: JsonSchema = {
     "type": "object",
@@ -178,19 +186,18 @@ _THREAD_SCHEMA: JsonSchema = {
     },
 }
 
-PERFORMANCE_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["namespace", "name", "uid", "node", "tier", "agent", "observed", "pod"],
-    "properties": {
-        "namespace": {"type": "string"},
-        "name": {"type": "string"},
-        "uid": {"type": "string"},
-        "node": {"type": "string"},
+PERFORMANCE_SCHEMA: JsonSchema = _object(
+    ["namespace", "name", "uid", "node", "tier", "agent", "observed", "pod"],
+    {
+        "namespace": _STRING,
+        "name": _STRING,
+        "uid": _STRING,
+        "node": _STRING,
         "tier": {"type": "string", "enum": TIERS},
         "agent": {
             "type": "object",
             "properties": {
-                "url": {"type": "string"},
+                "url": _STRING,
                 "sampledAtSeconds": _NULLABLE_NUMBER,
                 "ageSeconds": _NULLABLE_NUMBER,
                 "intervalSeconds": _NULLABLE_NUMBER,
@@ -198,15 +205,15 @@ PERFORMANCE_SCHEMA: JsonSchema = {
                 "sourceDetail": NULLABLE_STRING,
             },
         },
-        "observed": {"type": "boolean"},
-        "reason": {**NULLABLE_STRING, "description": "Why observed is false"},
+        "observed": _BOOLEAN,
+        "reason": _described(NULLABLE_STRING, "Why observed is false"),
         "pod": {
             "type": ["object", "null"],
             "description": "Cumulative counters: take differences between two answers",
             "properties": {
                 "tier": NULLABLE_STRING,
                 "cgroup": NULLABLE_STRING,
-                "threads": {"type": "integer"},
+                "threads": _INTEGER,
                 "cpuSecondsTotal": _NULLABLE_NUMBER,
                 "runqDelaySecondsTotal": _NULLABLE_NUMBER,
                 "runqDelayP99Microseconds": _NULLABLE_INTEGER,
@@ -229,118 +236,101 @@ PERFORMANCE_SCHEMA: JsonSchema = {
         "tierTotals": {"type": ["object", "null"]},
         "linter": {
             "type": ["object", "null"],
-            "additionalProperties": {"type": "integer"},
+            "additionalProperties": _INTEGER,
             "description": "Node-wide placement linter counts since the agent started",
         },
     },
-}
+)
 
-SCHEDULING_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["namespace", "name", "node", "tier", "priorityClass", "layer", "nodeTierLoad"],
-    "properties": {
-        "namespace": {"type": "string"},
-        "name": {"type": "string"},
+SCHEDULING_SCHEMA: JsonSchema = _object(
+    ["namespace", "name", "node", "tier", "priorityClass", "layer", "nodeTierLoad"],
+    {
+        "namespace": _STRING,
+        "name": _STRING,
         "node": NULLABLE_STRING,
         "tier": {"type": "string", "enum": TIERS},
         "priorityClassName": NULLABLE_STRING,
         "priority": _NULLABLE_INTEGER,
         "priorityClass": PRIORITY_CLASS_SCHEMA,
         "priorityClassError": NULLABLE_STRING,
-        "qosClass": {"type": "string"},
+        "qosClass": _STRING,
         "cpuLimitMillicores": _NULLABLE_INTEGER,
         "layer": LAYER_SCHEMA,
         "nodeTierLoad": {
             "type": ["object", "null"],
             "properties": {
-                "node": {"type": "string"},
+                "node": _STRING,
                 "scheduler": NULLABLE_STRING,
-                "safeModeRequested": {"type": "boolean"},
-                "unschedulable": {"type": "boolean"},
+                "safeModeRequested": _BOOLEAN,
+                "unschedulable": _BOOLEAN,
                 "tierLoad": TIER_LOAD_SCHEMA,
                 "tierLoadError": NULLABLE_STRING,
                 "ageSeconds": _NULLABLE_NUMBER,
-                "podTier": {
-                    "type": ["object", "null"],
-                    "description": "The tier-load entry of the pod's tier",
-                },
-                "error": {"type": "string"},
+                "podTier": _described(
+                    {"type": ["object", "null"]}, "The tier-load entry of the pod's tier"
+                ),
+                "error": _STRING,
             },
         },
     },
-}
+)
 
-REVISION_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["revision", "name", "current", "template"],
-    "properties": {
-        "revision": {"type": "integer"},
-        "name": {
-            "type": "string",
-            "description": "The ReplicaSet (Deployment) or ControllerRevision holding it",
-        },
+REVISION_SCHEMA: JsonSchema = _object(
+    ["revision", "name", "current", "template"],
+    {
+        "revision": _INTEGER,
+        "name": _described(_STRING, "The ReplicaSet (Deployment) or ControllerRevision holding it"),
         "createdAt": NULLABLE_STRING,
-        "changeCause": {**NULLABLE_STRING, "description": "kubernetes.io/change-cause"},
-        "replicas": {**_NULLABLE_INTEGER, "description": "Pods of a Deployment's ReplicaSet"},
-        "current": {"type": "boolean"},
-        "template": {
-            "type": "object",
-            "description": "The pod template (without the pod-template-hash label)",
-        },
+        "changeCause": _described(NULLABLE_STRING, "kubernetes.io/change-cause"),
+        "replicas": _described(_NULLABLE_INTEGER, "Pods of a Deployment's ReplicaSet"),
+        "current": _BOOLEAN,
+        "template": _described(
+            {"type": "object"}, "The pod template (without the pod-template-hash label)"
+        ),
     },
-}
+)
 
-REVISIONS_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["namespace", "kind", "name", "items"],
-    "properties": {
-        "namespace": {"type": "string"},
-        "kind": {"type": "string"},
-        "name": {"type": "string"},
-        "items": {"type": "array", "items": REVISION_SCHEMA},
+# The path parameters that name a workload, as the revision endpoints return them.
+_WORKLOAD_FIELDS: JsonSchema = {"namespace": _STRING, "kind": _STRING, "name": _STRING}
+
+REVISIONS_SCHEMA: JsonSchema = _object(
+    ["namespace", "kind", "name", "items"],
+    {**_WORKLOAD_FIELDS, "items": {"type": "array", "items": REVISION_SCHEMA}},
+)
+
+DIFF_SCHEMA: JsonSchema = _object(
+    ["namespace", "kind", "name", "from", "to", "identical", "diff"],
+    {
+        **_WORKLOAD_FIELDS,
+        "from": _INTEGER,
+        "to": _INTEGER,
+        "identical": _BOOLEAN,
+        "diff": _described(
+            _STRING, "Unified diff of the two pod templates as YAML with sorted keys"
+        ),
     },
-}
+)
 
-DIFF_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["namespace", "kind", "name", "from", "to", "identical", "diff"],
-    "properties": {
-        "namespace": {"type": "string"},
-        "kind": {"type": "string"},
-        "name": {"type": "string"},
-        "from": {"type": "integer"},
-        "to": {"type": "integer"},
-        "identical": {"type": "boolean"},
-        "diff": {
-            "type": "string",
-            "description": "Unified diff of the two pod templates as YAML with sorted keys",
-        },
-    },
-}
-
-RESTART_RESULT_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["object", "action", "restartedAt"],
-    "properties": {
-        "object": {"type": "string"},
+RESTART_RESULT_SCHEMA: JsonSchema = _object(
+    ["object", "action", "restartedAt"],
+    {
+        "object": _STRING,
         "action": {"type": "string", "enum": ["restart"]},
-        "restartedAt": {
-            "type": "string",
-            "description": "Value written to kubectl.kubernetes.io/restartedAt (RFC 3339)",
-        },
+        "restartedAt": _described(
+            _STRING, "Value written to kubectl.kubernetes.io/restartedAt (RFC 3339)"
+        ),
     },
-}
+)
 
-EVENT_DATA_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["type", "kind", "key", "object"],
-    "properties": {
+EVENT_DATA_SCHEMA: JsonSchema = _object(
+    ["type", "kind", "key", "object"],
+    {
         "type": {"type": "string", "enum": ["ADDED", "MODIFIED", "DELETED"]},
         "kind": {"type": "string", "enum": ["Node", "Pod"]},
-        "key": {"type": "string", "description": "Node name, or namespace/name of a Pod"},
+        "key": _described(_STRING, "Node name, or namespace/name of a Pod"),
         "object": {"oneOf": [NODE_SCHEMA, POD_SCHEMA]},
     },
-}
+)
 
 EVENT_STREAM_SCHEMA: JsonSchema = {
     "type": "string",

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from rightsizer.annotation import ContainerAdvice, Status, WorkloadRecommendation
+from rightsizer.annotation import Status, WorkloadRecommendation
 from rightsizer.applied import AppliedResize, decode_applied, encode_applied, record_changes
 from rightsizer.owners import Workload
 from rightsizer.resizeplan import (
@@ -22,6 +22,7 @@ from rightsizer.resizeplan import (
 )
 from rightsizer.resizer import change_note, classify_failure, describe_failure
 from temper.errors import InvalidAnnotationError, KubernetesError
+from tests.rightsizerharness import container, tracking_recommendation
 
 NOW = 1_800_000_000.0
 WORKLOAD = Workload("Deployment", "shop", "web")
@@ -37,47 +38,15 @@ def recommendation(
     tracking_seconds: float | None = 300,
     containers: tuple[str, ...] = ("app",),
 ) -> WorkloadRecommendation:
-    advice = ContainerAdvice(
-        request_millicores=900,
-        limit_millicores=None,
-        limit_reason="",
-        current_request_millicores=2000,
-        current_limit_millicores=None,
-        confidence=1.0,
-        basis="window",
-        tracking_request_millicores=tracking_m,
-    )
-    return WorkloadRecommendation(
-        timestamp_seconds=computed,
-        window_start_seconds=window_end - 86400,
-        window_end_seconds=window_end,
-        observed_seconds=86400,
-        pods=1,
-        containers=dict.fromkeys(containers, advice),
+    return tracking_recommendation(
+        tracking_m,
+        request_m=900,
+        computed=computed,
+        window_end=window_end,
         status=status,
         tracking_seconds=tracking_seconds,
+        containers=containers,
     )
-
-
-def container(
-    name: str = "app",
-    cpu_request: str | None = "2",
-    cpu_limit: str | None = None,
-    memory: str | None = None,
-) -> dict[str, Any]:
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if cpu_request is not None:
-        requests["cpu"] = cpu_request
-    if cpu_limit is not None:
-        limits["cpu"] = cpu_limit
-    if memory is not None:
-        requests["memory"] = limits["memory"] = memory
-    return {
-        "name": name,
-        "image": "registry.invalid/app:1",
-        "resources": {"requests": requests, "limits": limits},
-    }
 
 
 def pod(*containers: dict[str, Any], qos: str | None = "Burstable", **spec: Any) -> dict[str, Any]:
