@@ -294,7 +294,9 @@ def test_thread_churn_keeps_totals(tmp_path: Path, bpf: bool) -> None:
         assert process.stdin is not None
         assert process.stdout is not None
         (container_dir / "cgroup.procs").write_text(str(process.pid))
-        observer = Observer(settings(tmp_path, bpf_enabled=bpf), LAYOUT, lambda: world.pods)
+        # Without BPF the new thread is found when the thread list is read, here every pass.
+        options = settings(tmp_path, bpf_enabled=bpf, observe_procfs_listing_interval_seconds=1.0)
+        observer = Observer(options, LAYOUT, lambda: world.pods)
         try:
             asyncio.run(observer.start())
             observer.sample()
