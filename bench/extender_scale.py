@@ -52,6 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gofloors
 from prometheus_client.parser import text_string_to_metric_families
 
 from temper.annotations import TIER_LOAD, TierLoad, TierLoadEntry
@@ -67,7 +68,6 @@ HISTOGRAM = "temper_extender_request_duration_seconds"
 NODES_GAUGE = "temper_extender_nodes_with_tier_load"
 # The benchmark writes every annotation once; this interval keeps them fresh for three hours.
 PUBLISH_INTERVAL_SECONDS = 3600
-NOOP_EXTENDER_SOURCE = Path(__file__).resolve().parent / "noopextender"
 ARMS = ("scheduler-alone", "noop-extender", "with-extender")
 
 
@@ -402,31 +402,28 @@ def extender_process(
         str(PUBLISH_INTERVAL_SECONDS),
     ]
     process = ManagedProcess("temper-extender", command, workdir / "extender.log")
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until(lambda: http_ok(url + "readyz"), 60, "the extender's /readyz")
+    with serving(process, port) as url:
         yield url, process.pid
-    finally:
-        process.stop(timeout_seconds=30)
 
 
 @contextmanager
 def noop_extender_process(workdir: Path) -> Iterator[tuple[str, int]]:
     """Build and run ``bench/noopextender`` (Go); yield its base URL and process id."""
-    binary = workdir / "noopextender"
-    subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        cwd=NOOP_EXTENDER_SOURCE,
-        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
-        check=True,
-    )
+    binary = gofloors.build("noopextender", workdir)
     port = free_port()
     command = [str(binary), "--address", f"127.0.0.1:{port}"]
     process = ManagedProcess("noopextender", command, workdir / "noopextender.log")
+    with serving(process, port) as url:
+        yield url, process.pid
+
+
+@contextmanager
+def serving(process: ManagedProcess, port: int) -> Iterator[str]:
+    """Wait until the extender on ``port`` is ready, yield its base URL, stop it afterwards."""
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until(lambda: http_ok(url + "readyz"), 60, "the no-op extender's /readyz")
-        yield url, process.pid
+        wait_until(lambda: http_ok(url + "readyz"), 60, f"/readyz of {process.name}")
+        yield url
     finally:
         process.stop(timeout_seconds=30)
 

@@ -32,7 +32,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import ssl
 import statistics
 import subprocess
@@ -43,6 +42,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import cpuprobe
+import gofloors
 
 from temper.annotations import ORIGINAL_REQUESTS, OVERCOMMIT_ENABLED, OVERCOMMIT_LABEL
 from temper.controlplane import LocalControlPlane
@@ -61,7 +63,6 @@ NAMESPACES = {
 # The namespace label that selects the no-op webhook, and its configuration's name.
 NOOP_LABEL = "bench.temper.codes/noop-webhook"
 NOOP_CONFIGURATION = "temper-bench-noop-webhook"
-NOOP_WEBHOOK_SOURCE = Path(__file__).resolve().parent / "noopwebhook"
 # The annotation each webhook adds, which shows that it mutated a pod.
 MUTATION_MARKS = {WEBHOOK_ARM: ORIGINAL_REQUESTS, NOOP_ARM: "bench.temper.codes/noop"}
 # No scheduler serves this name, so kube-scheduler would leave the pods alone even if it ran.
@@ -212,13 +213,7 @@ def start_noop_webhook(api: ApiConnection, workdir: Path) -> tuple[subprocess.Po
 
 def _run_noop_webhook(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, int, bytes]:
     """Build the no-op webhook and start it with a fresh serving certificate."""
-    binary = workdir / "noopwebhook"
-    subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        cwd=NOOP_WEBHOOK_SOURCE,
-        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
-        check=True,
-    )
+    binary = gofloors.build("noopwebhook", workdir)
     authority = CertificateAuthority("temper-bench-noop-webhook-ca")
     cert_path, key_path = authority.issue("noopwebhook", ip_addresses=("127.0.0.1",)).write(
         workdir / "noopwebhook-tls", "serving"
@@ -303,14 +298,6 @@ def print_failure_logs(workdir: Path, plane: LocalControlPlane) -> None:
         print("\n".join(calls[-20:]), file=sys.stderr)
 
 
-def machine_description() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} CPUs, {memory_gib:.0f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -329,7 +316,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    print(f"machine: {machine_description()}")
+    print(f"machine: {cpuprobe.machine()}")
     print(f"load average before: {load_average()}", flush=True)
     samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
     failed_open: list[str] = []

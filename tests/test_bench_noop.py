@@ -5,7 +5,6 @@ A floor that responded wrongly would make kube-scheduler or the API server take 
 """
 
 import base64
-import os
 import ssl
 import subprocess
 import time
@@ -17,21 +16,9 @@ from pathlib import Path
 
 import orjson
 
+from bench import gofloors
 from temper.controlplane.process import free_port
 from temper.tls import CertificateAuthority
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def build(name: str, directory: Path) -> Path:
-    binary = directory / name
-    subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        cwd=BENCH / name,
-        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
-        check=True,
-    )
-    return binary
 
 
 @contextmanager
@@ -67,7 +54,7 @@ def post(url: str, body: object, context: ssl.SSLContext | None = None) -> tuple
 
 
 def test_noop_extender_passes_and_scores_nothing(tmp_path: Path) -> None:
-    binary = build("noopextender", tmp_path)
+    binary = gofloors.build("noopextender", tmp_path)
     base = f"http://127.0.0.1:{free_port()}"
     with serving(
         [str(binary), "--address", base.removeprefix("http://")],
@@ -93,7 +80,7 @@ def test_noop_extender_passes_and_scores_nothing(tmp_path: Path) -> None:
 
 
 def test_noop_webhook_patches_over_tls(tmp_path: Path) -> None:
-    binary = build("noopwebhook", tmp_path)
+    binary = gofloors.build("noopwebhook", tmp_path)
     authority = CertificateAuthority("test-noop-webhook-ca")
     cert, key = authority.issue("noopwebhook", ip_addresses=("127.0.0.1",)).write(tmp_path, "tls")
     context = ssl.create_default_context(cadata=authority.cert_pem.decode())
