@@ -15,7 +15,7 @@ DESCRIPTION = (
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add one option per field of AgentSettings."""
-    settings_tree.add_arguments(parser, AgentSettings)
+    settings_tree.add_arguments(parser, AgentSettings, "agent")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ DESCRIPTION = (
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add one option per field of ExtenderSettings."""
-    settings_tree.add_arguments(parser, ExtenderSettings)
+    settings_tree.add_arguments(parser, ExtenderSettings, "extender")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the serve and token create subcommands."""
     commands = parser.add_subparsers(dest="plane_command", metavar="ACTION", required=True)
     serve = commands.add_parser("serve", help="run the REST API until SIGTERM")
-    settings_tree.add_arguments(serve, PlaneSettings)
+    settings_tree.add_arguments(serve, PlaneSettings, "plane")
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -37,7 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         sub = actions.add_parser(
             name, help=summary, description=summary[0].upper() + summary[1:] + "."
         )
-        settings_tree.add_arguments(sub, RightsizerSettings)
+        settings_tree.add_arguments(sub, RightsizerSettings, "rightsize")
         if name in ("collect", "apply"):
             sub.add_argument(
                 "--ticks",

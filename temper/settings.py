@@ -9,6 +9,7 @@ with its path and the valid values.
 
 import argparse
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,11 @@ class Settings(BaseModel):
 SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
+def env_prefix(component: str) -> str:
+    """Return the prefix of the component's environment variables, ``TEMPER_<COMPONENT>_``."""
+    return f"{ENV_PREFIX}{component.upper()}_"
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -45,8 +51,19 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_arguments(parser: argparse.ArgumentParser, model: type[Settings]) -> None:
-    """Add one option per settings field; help text is the field's description."""
+def add_arguments(parser: argparse.ArgumentParser, model: type[Settings], component: str) -> None:
+    """Add one option per settings field, with the field's description as help text.
+
+    ``component`` must be the name that :func:`load` receives for the same tree, because the
+    parser's epilog names the environment variables that :func:`load` reads.
+    """
+    prefix = env_prefix(component)
+    example = next(iter(model.model_fields), "option")
+    parser.epilog = textwrap.fill(
+        f"Every option can also be set with an environment variable {prefix}<OPTION>, for "
+        f"example {prefix}{example.upper()}. An option given on the command line wins.",
+        width=90,
+    )
     for name, info in model.model_fields.items():
         field_type = _scalar_type(info.annotation)
         default = info.get_default(call_default_factory=True)
@@ -79,7 +96,7 @@ def load(
 ) -> SettingsT:
     """Build a validated settings tree from flags, then environment, then defaults."""
     environ = os.environ if environ is None else environ
-    prefix = f"{ENV_PREFIX}{component.upper()}_"
+    prefix = env_prefix(component)
     values: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         from_flag = getattr(args, name, None) if args is not None else None

@@ -56,3 +56,33 @@ def test_required_setting_marked_in_help() -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "spec.nodeName from the downward API) (required)" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        (["agent"], "TEMPER_AGENT_"),
+        (["extender"], "TEMPER_EXTENDER_"),
+        (["webhook"], "TEMPER_WEBHOOK_"),
+        (["webhook", "revert"], "TEMPER_WEBHOOK_REVERT_"),
+        (["rightsize", "apply"], "TEMPER_RIGHTSIZE_"),
+        (["plane", "serve"], "TEMPER_PLANE_"),
+    ],
+)
+def test_help_names_environment_variables(command: list[str], prefix: str) -> None:
+    result = run_temper(*command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert f"set with an environment variable {prefix}<OPTION>" in text
+    assert f"for example {prefix}" in text
+
+
+def test_environment_variables_are_read(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEMPER_AGENT_NODE_NAME", "n1")
+        patch.setenv("TEMPER_AGENT_PUBLISH_INTERVAL_SECONDS", "0.01")
+        code = main(["agent"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "publish_interval_seconds" in error
+    assert "0.01" in error

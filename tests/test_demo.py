@@ -58,6 +58,9 @@ def test_demo_report_names_everything(demo_result: DemoResult) -> None:
         assert section in report
     assert "payments-db" in report
     assert "layer critical" in report
+    assert demo_result.workdir is not None
+    assert (demo_result.workdir / "logs").is_dir()
+    assert f"logs of this run: {demo_result.workdir}" in report
 
 
 def test_demo_missing_binaries_explained(

@@ -33,14 +33,14 @@ ACTION_DEST = "webhook_action"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add one option per field of WebhookSettings, and the ``revert`` action."""
-    settings_tree.add_arguments(parser, WebhookSettings)
+    settings_tree.add_arguments(parser, WebhookSettings, "webhook")
     actions = parser.add_subparsers(dest=ACTION_DEST, metavar="ACTION")
     revert = actions.add_parser(
         "revert",
         help=REVERT_SUMMARY,
         description=REVERT_DESCRIPTION,
     )
-    settings_tree.add_arguments(revert, RevertSettings)
+    settings_tree.add_arguments(revert, RevertSettings, "webhook_revert")
     # argparse copies every attribute of the action's namespace over the parent's, so a None
     # default would silently drop `temper webhook --kubeconfig FILE revert`. Unset options
     # leave no attribute, and settings_tree.load falls back to the environment and defaults.

@@ -120,4 +120,6 @@ def render(result: DemoResult) -> str:
     for group in ("baseline", "temper"):
         used = {p["node"] for p in result.pods if p["group"] == group}
         out.append(f"{group}: {len(used)} nodes in use")
+    if result.workdir is not None:
+        out.append(f"\nCertificates, layer configs and logs of this run: {result.workdir}")
     return "\n".join(out)

@@ -81,6 +81,8 @@ class DemoResult:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     placement_changes: int = 0
+    # Where the certificates, layer configs and logs of the run stay after it ends.
+    workdir: Path | None = None
 
 
 class Demo:
@@ -372,7 +374,9 @@ def run_demo(workdir: Path | None, nodes_per_group: int, node_cpus: int) -> Demo
         demo.start_platform()
         demo.create_cluster_objects()
         demo.schedule_workloads()
-        return demo.collect()
+        result = demo.collect()
+        result.workdir = directory
+        return result
     except (ControlPlaneError, KubernetesError) as error:
         raise DemoError(
             f"{error}; logs are in {directory}/logs and {directory}/controlplane"
