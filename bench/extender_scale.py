@@ -408,7 +408,7 @@ def extender_process(
 
 @contextmanager
 def noop_extender_process(workdir: Path) -> Iterator[tuple[str, int]]:
-    """Build and run ``bench/noopextender`` (Go); yield its base URL and process id."""
+    """Build and run ``bench/noopextender`` (Go), and yield its base URL and process id."""
     binary = gofloors.build("noopextender", workdir)
     port = free_port()
     command = [str(binary), "--address", f"127.0.0.1:{port}"]
@@ -419,7 +419,7 @@ def noop_extender_process(workdir: Path) -> Iterator[tuple[str, int]]:
 
 @contextmanager
 def serving(process: ManagedProcess, port: int) -> Iterator[str]:
-    """Wait until the extender on ``port`` is ready, yield its base URL, stop it afterwards."""
+    """Wait until the extender on ``port`` is ready, yield its base URL, then stop it."""
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until(lambda: http_ok(url + "readyz"), 60, f"/readyz of {process.name}")

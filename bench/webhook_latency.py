@@ -199,19 +199,19 @@ def start_webhook(
     raise RuntimeError(f"temper webhook not ready:\n{log_path.read_text()[-2000:]}")
 
 
-def start_noop_webhook(api: ApiConnection, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_noop_webhook(api: ApiConnection, workdir: Path) -> subprocess.Popen[bytes]:
     """Build and start ``bench/noopwebhook`` (Go) and register it for the no-op namespace."""
-    process, log_path, port, ca_pem = _run_noop_webhook(workdir)
+    process, port, ca_pem = _run_noop_webhook(workdir)
     configuration = _noop_configuration(port, ca_pem)
     path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
     status, body = api.request("POST", path, configuration)
     if status != 201:
         process.terminate()
-        raise RuntimeError(f"registering the no-op webhook: HTTP {status}: {body}")
-    return process, log_path
+        raise RuntimeError(f"registering the no-op webhook failed: HTTP {status}: {body}")
+    return process
 
 
-def _run_noop_webhook(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, int, bytes]:
+def _run_noop_webhook(workdir: Path) -> tuple[subprocess.Popen[bytes], int, bytes]:
     """Build the no-op webhook and start it with a fresh serving certificate."""
     binary = gofloors.build("noopwebhook", workdir)
     authority = CertificateAuthority("temper-bench-noop-webhook-ca")
@@ -226,7 +226,7 @@ def _run_noop_webhook(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, int
     ]  # fmt: skip
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    return process, log_path, port, authority.cert_pem
+    return process, port, authority.cert_pem
 
 
 def _noop_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
@@ -269,7 +269,10 @@ def wait_for_webhook(api: ApiConnection, arm: str) -> None:
         if MUTATION_MARKS[arm] in (body["metadata"].get("annotations") or {}):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"the API server never called the webhook of arm {arm}")
+    raise RuntimeError(
+        f"the API server did not call the webhook of arm {arm} within "
+        f"{READY_TIMEOUT_SECONDS:.0f} s; see the webhook logs in the work directory"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -340,7 +343,7 @@ def main() -> int:
                 if status != 201:
                     raise RuntimeError(f"creating namespace {namespace}: HTTP {status}")
             webhook, _log_path = start_webhook(plane, workdir, args.webhook_option)
-            noop, _noop_log = start_noop_webhook(api, workdir)
+            noop = start_noop_webhook(api, workdir)
             wait_for_webhook(api, WEBHOOK_ARM)
             wait_for_webhook(api, NOOP_ARM)
 

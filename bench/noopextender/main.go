@@ -30,7 +30,7 @@ type filterResult struct {
 func decode(w http.ResponseWriter, r *http.Request) (extenderArgs, bool) {
 	var args extenderArgs
 	if err := json.NewDecoder(r.Body).Decode(&args); err != nil {
-		http.Error(w, "cannot decode ExtenderArgs: "+err.Error(), http.StatusBadRequest)
+		http.Error(w, "invalid ExtenderArgs: "+err.Error(), http.StatusBadRequest)
 		return args, false
 	}
 	return args, true

@@ -41,7 +41,7 @@ var patch = base64.StdEncoding.EncodeToString(
 func mutate(w http.ResponseWriter, r *http.Request) {
 	var in review
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Request == nil {
-		http.Error(w, "expected an AdmissionReview with a request", http.StatusBadRequest)
+		http.Error(w, "invalid AdmissionReview: a request object is required", http.StatusBadRequest)
 		return
 	}
 	out := review{

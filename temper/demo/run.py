@@ -81,7 +81,7 @@ class DemoResult:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     placement_changes: int = 0
-    # Where the certificates, layer configs and logs of the run stay after it ends.
+    # Directory that keeps the run's certificates, layer configs and logs after it ends.
     workdir: Path | None = None
 
 
