@@ -23,7 +23,7 @@ from pathlib import Path
 from temper.controlplane import LocalControlPlane
 from temper.controlplane.process import free_port
 
-# Runs a temper command with its garbage collections timed; see its docstring.
+# Script that runs a temper command and records the duration of every garbage collection.
 GC_PROBE = Path(__file__).with_name("gc_probe.py")
 # Full collections forced per server after the measurements.
 FORCED_COLLECTIONS = 5
@@ -42,7 +42,8 @@ class ProbedServer:
     cpu_us_per_case: dict[str, list[float]] = field(default_factory=dict)
 
     def cpu_seconds(self) -> float:
-        """CPU time of all threads so far, from /proc/<pid>/task/*/schedstat."""
+        """Return the CPU seconds that all threads have used so far, from
+        /proc/<pid>/task/*/schedstat."""
         total_ns = 0
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
             try:
@@ -52,14 +53,20 @@ class ProbedServer:
         return total_ns / 1e9
 
     def post(self, path: str, body: bytes) -> bytes:
-        """Send a JSON body on the keep-alive connection; raise unless the status is 200."""
+        """Send a JSON body on the keep-alive connection and return the response body.
+
+        Raise RuntimeError unless the status is 200.
+        """
         self.connection.request(
             "POST", path, body=body, headers={"Content-Type": "application/json"}
         )
         response = self.connection.getresponse()
         data = response.read()
         if response.status != 200:
-            raise RuntimeError(f"{self.tree} {path}: HTTP {response.status}: {data[:300]!r}")
+            raise RuntimeError(
+                f"POST {path} to the server from {self.tree} failed with HTTP {response.status}: "
+                f"{data[:300]!r}. See its log {self.log_path}"
+            )
         return data
 
     def resident_mib(self) -> float:
@@ -92,7 +99,7 @@ def tree_parser(description: str, command: str) -> argparse.ArgumentParser:
         "--tree",
         type=Path,
         action="append",
-        help=f"source tree to run temper {command} from; repeat to compare (default: .)",
+        help=f"source tree to run temper {command} from, repeated to compare trees (default: .)",
     )
     return parser
 
@@ -102,7 +109,8 @@ def local_plane(prefix: str) -> Iterator[tuple[ExitStack, Path, LocalControlPlan
     """Print the machine, then run a control plane with kube-scheduler stopped in a new
     temporary directory (name starting with ``prefix``) until the context ends.
 
-    Closing the yielded ExitStack stops the plane after what the caller entered into it.
+    Closing the yielded ExitStack first exits what the caller entered into it, then stops
+    the plane.
     """
     print(f"machine: {machine()}")
     print(f"load average before: {load_average()}", flush=True)
@@ -130,7 +138,7 @@ def probed_server(
     """Run ``temper <command>`` from ``tree`` against the plane until the context ends.
 
     ``options`` go on the command line after the kubeconfig and the port. With
-    ``ssl_context`` the connection speaks HTTPS. The connection opens on the first request, so
+    ``ssl_context`` the connection uses HTTPS. The connection opens on the first request, so
     the caller decides when the server has to be ready.
     """
     port = free_port()
@@ -182,7 +190,7 @@ def measure_requests(
         for server in servers[1:]:
             if replies[id(server)] != expected:
                 raise SystemExit(
-                    f"{case}: request {index} differs between {servers[0].tree} and "
+                    f"{case}: responses to request {index} differ between {servers[0].tree} and "
                     f"{server.tree}:\n{expected[:400]!r}\n{replies[id(server)][:400]!r}"
                 )
     for server, start_seconds in zip(servers, before, strict=True):

@@ -242,7 +242,7 @@ class Requests:
 def measure_case(
     case: Case, extenders: list[cpuprobe.ProbedServer], requests: Requests, count: int
 ) -> None:
-    """Send ``count`` requests of one case to every extender and record CPU per request."""
+    """Send ``count`` requests of one case to every extender and record the CPU time per request."""
     bodies = [requests.body(case, requests.next_window()) for _ in range(count)]
     cpuprobe.measure_requests(case.name, f"/{case.verb}", bodies, extenders)
 

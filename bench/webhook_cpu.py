@@ -132,7 +132,10 @@ def webhook(
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while not is_ready(server.port):
             if server.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"webhook from {tree} not ready:\n{server.log_path.read_text()}")
+                raise SystemExit(
+                    f"webhook from {tree} exited or was not ready within "
+                    f"{READY_TIMEOUT_SECONDS:.0f} s. Its log:\n{server.log_path.read_text()}"
+                )
             time.sleep(0.3)
         yield server
 

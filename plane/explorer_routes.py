@@ -255,7 +255,10 @@ async def _relay(
     closing: asyncio.Event,
 ) -> tuple[web.StreamResponse, str]:
     """Stream ``upstream``'s body to the client with ``headers``, then close ``upstream``.
-    Return the response and how the stream ended, in the words of ``_pump``."""
+
+    Return the response and how the stream ended: an outcome of ``_pump``, "not started" or
+    "client disconnected".
+    """
     response = web.StreamResponse(headers=headers)
     outcome = "not started"
     try:
@@ -358,7 +361,7 @@ class _WorkloadTarget:
             [KubeClient, explorer.WorkloadKind, str, str, float], Awaitable[_Result]
         ],
     ) -> _Result:
-        """Run one of the explorer's workload functions on this workload."""
+        """Call an explorer workload function with this workload and return its result."""
         return await operation(
             self.client, self.kind, self.namespace, self.name, self.timeout_seconds
         )

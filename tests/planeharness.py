@@ -138,7 +138,7 @@ class RolePlane:
         return await self.client.call(method, path, self.tokens[role] if role else None, body)
 
     def audit(self) -> list[dict[str, Any]]:
-        """Return the audit log as its export shows it, read from the store."""
+        """Return the audit entries in the export's JSON form, read directly from the store."""
         return [entry.to_json() for entry in self.store.audit_entries()]
 
     def last_audit(self, operation: str) -> dict[str, Any]:
@@ -186,8 +186,8 @@ async def role_plane(
 
 
 def http_status(url: str, token: str | None = None) -> int | None:
-    """GET ``url`` with ``token`` (None: none) and return the status, or None while nothing
-    listens."""
+    """GET ``url`` with ``token`` (None: no token) and return the status, or None when the
+    connection fails."""
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -14,7 +14,7 @@ def container(
     cpu_limit: str | None = None,
     memory: str | None = None,
 ) -> dict[str, Any]:
-    """Build a container spec; ``memory`` sets both its request and its limit."""
+    """Build a container spec. ``memory`` sets both its request and its limit."""
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     if cpu_request is not None:
@@ -40,8 +40,9 @@ def tracking_recommendation(
     tracking_seconds: float | None = 300,
     containers: tuple[str, ...] = ("app",),
 ) -> WorkloadRecommendation:
-    """Build a recommendation over one day that gives every container in ``containers`` the
-    same advice: ``request_m`` reviewed, ``tracking_m`` tracking, 2000m current."""
+    """Build a recommendation with a one-day window ending at ``window_end`` that gives every
+    container in ``containers`` the same advice: a request of ``request_m``, a tracking
+    request of ``tracking_m`` and a current request of 2000m."""
     advice = ContainerAdvice(
         request_millicores=request_m,
         limit_millicores=None,

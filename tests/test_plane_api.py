@@ -112,10 +112,6 @@ async def node_pods(plane: RolePlane, node: str, count: int) -> list[dict[str, A
     return body["items"] if status == 200 and len(body["items"]) == count else None
 
 
-async def last_audit(plane: RolePlane) -> dict[str, Any]:
-    return plane.store.audit_entries()[-1].to_json()
-
-
 # -- the OpenAPI document -------------------------------------------------------------------
 
 
@@ -140,7 +136,7 @@ async def test_request_without_token_is_401(plane: RolePlane) -> None:
     status, body = await plane.call("GET", "/api/v1/nodes", None)
     assert status == 401
     assert "Bearer" in body["error"]
-    entry = await last_audit(plane)
+    entry = plane.audit()[-1]
     assert (entry["outcome"], entry["status"], entry["token"]) == ("denied", 401, None)
 
 
@@ -149,7 +145,7 @@ async def test_unknown_token_is_401(plane: RolePlane) -> None:
         plane.url + "/api/v1/nodes", headers={"Authorization": "Bearer temper_00_nope"}
     ) as response:
         assert response.status == 401
-    entry = await last_audit(plane)
+    entry = plane.audit()[-1]
     assert entry["detail"] == "unknown bearer token"
 
 
@@ -176,13 +172,13 @@ async def test_role_allows_or_denies(
     path = template.format(node=node_name)
     status, _body = await plane.call(method, path, role)
     assert status == expected
-    entry = await last_audit(plane)
+    entry = plane.audit()[-1]
     assert entry["token"] == f"test-{role.value}"
     assert entry["outcome"] == ("allowed" if expected == 200 else "denied")
     assert entry["path"] == path
 
 
-async def test_audit_export_holds_allowed_and_denied(plane: RolePlane) -> None:
+async def test_audit_export_contains_allowed_and_denied(plane: RolePlane) -> None:
     await plane.call("GET", "/api/v1/nodes", Role.VIEWER)
     await plane.call("GET", "/api/v1/audit", Role.VIEWER)
     status, text = await plane.call("GET", "/api/v1/audit?format=jsonl", Role.ADMIN)
@@ -473,8 +469,8 @@ def test_generated_requests_get_no_server_error(
     with serving_plane(control_plane, tmp_path, namespace) as (base, token):
 
         def send(case: Any) -> int:
-            # Streamed: the event stream and followed logs never end by themselves, and
-            # only the status is checked.
+            # Stream the response because the event stream and followed logs never end by
+            # themselves. Only the status is checked.
             kwargs = case.as_transport_kwargs(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}
             )

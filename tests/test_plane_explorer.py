@@ -150,14 +150,14 @@ def deployment(name: str, image: str, replicas: int = 1) -> dict[str, Any]:
 
 
 def stateful_set(name: str, image: str) -> dict[str, Any]:
-    """A StatefulSet with no replicas, so no pods to run."""
+    """Return a StatefulSet manifest with no replicas, so it runs no pods."""
     manifest = deployment(name, image, replicas=0)
     manifest["spec"]["serviceName"] = name
     return manifest
 
 
 def daemon_set(name: str, image: str) -> dict[str, Any]:
-    """A DaemonSet whose node selector matches no Node, so it runs no pods."""
+    """Return a DaemonSet manifest whose node selector matches no Node, so it runs no pods."""
     manifest = deployment(name, image)
     del manifest["spec"]["replicas"]
     manifest["spec"]["template"]["spec"]["nodeSelector"] = {"temper.codes/test": "no-such-node"}
@@ -203,7 +203,7 @@ async def test_new_routes_deny_and_audit(
         assert (entry["outcome"], entry["token"]) == ("denied", f"test-{below.value}")
 
 
-async def test_openapi_declares_new_routes(plane: RolePlane) -> None:
+async def test_openapi_declares_explorer_routes(plane: RolePlane) -> None:
     _status, document = await plane.call("GET", "/api/v1/openapi.json")
     stream = document["paths"]["/api/v1/events/stream"]["get"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]

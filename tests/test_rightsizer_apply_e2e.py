@@ -132,7 +132,7 @@ class Cluster:
         label: str | None = None,
         advice: WorkloadRecommendation | None = None,
     ) -> list[str]:
-        """Create a Deployment, its ReplicaSet and bound pods; return the pod names.
+        """Create a Deployment, its ReplicaSet and bound pods, and return the pod names.
 
         ``advice`` goes into the Deployment's recommendation annotation once the pods are bound.
         """
@@ -215,7 +215,7 @@ class Cluster:
             return await applier.execute(plan, None), applier
 
     def hand_plan(self, pod: str, new_m: int) -> PodPlan:
-        """A plan written by hand, bypassing the bounds of plan_pod."""
+        """Return a hand-written plan for ``pod`` that bypasses the bounds of plan_pod."""
         read = self.core.read_namespaced_pod(pod, self.namespace)
         return PodPlan(
             namespace=self.namespace,
@@ -237,7 +237,8 @@ class Cluster:
         return None if raw is None else dict(orjson.loads(raw))
 
     def events(self, pod: str) -> list[tuple[str, str, str]]:
-        """The applier's Events about a pod (kube-scheduler posts others)."""
+        """Return (type, reason, message) of the Events that the applier posted about ``pod``,
+        not those of other components such as kube-scheduler."""
         listed = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={pod}"
         )
