@@ -178,6 +178,12 @@ class AgentSettings(ServiceSettings):
         description="Kernel header directory BCC compiles against when /lib/modules/<release>/"
         "build is missing; default: the newest /usr/src/linux-headers-* directory",
     )
+    bpf_kernel_btf_path: Path = Field(
+        Path("/sys/kernel/btf/vmlinux"),
+        description="The running kernel's BTF type information, from which the BPF programs "
+        "take the offsets of the task fields they read (CONFIG_DEBUG_INFO_BTF); without it "
+        "only procfs is read",
+    )
     observe_protected_cpus: str = Field(
         "",
         pattern=r"^[0-9,\-]*$",

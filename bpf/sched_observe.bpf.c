@@ -2,22 +2,32 @@
 /*
  * sched_observe: run-queue delay and CPU placement of the container threads the agent tracks.
  *
- * Traces: the sched:sched_wakeup, sched:sched_wakeup_new and sched:sched_switch tracepoints for
- * delays, CPU time and placement. The sched:sched_process_fork, sched:sched_process_exit and
- * cgroup:cgroup_attach_task tracepoints tell user space when the thread set of the pods may
- * have changed. It reads only tracepoint arguments (pids, prev_state), never kernel structs, so
- * headers of another kernel version compile it correctly.
+ * Traces: the sched_switch raw tracepoint for run-queue delays, CPU time and placement (a raw
+ * tracepoint skips filling an event record: the program gets the kernel's arguments as they
+ * are). The sched:sched_process_fork, sched:sched_process_exit and cgroup:cgroup_attach_task
+ * tracepoints tell user space when the thread set of the pods may have changed. Delays and CPU
+ * time are not timed here: at each switch-out of a tracked thread the program reads two fields
+ * of the outgoing task (`current`), se.sum_exec_runtime and sched_info.run_delay, and counts
+ * their growth since the thread's previous switch-out, so the totals equal the kernel's own
+ * (/proc/<tid>/schedstat) and each wait lands in the histogram as the kernel measured it. The
+ * offsets of these fields and of pid come from the running kernel's BTF (agent/observe/btf.py),
+ * not from the headers BCC compiles against, which may belong to another kernel version. The
+ * clock is read only where an interval needs it: critical threads getting a CPU, batch
+ * threads leaving one, and the placement linter's SMT and protected-CPU intervals.
  *
- * Kernel: Linux 5.5 or newer (tracepoint BPF programs, mmap-able array maps), with the
- * sched_switch format of 4.14 and later, where prev_state bit 0x100 marks a preemption.
+ * Kernel: Linux 5.18 or newer (prev_state as the fourth sched_switch argument; mmap-able array
+ * maps since 5.5, bpf_get_current_task_btf since 5.11), with CONFIG_DEBUG_INFO_BTF
+ * (/sys/kernel/btf/vmlinux) and CONFIG_SCHED_INFO (run_delay).
  *
- * Measured overhead (bench/observe_overhead.py, 1,000 tracked threads waking 10 times a second,
- * 2-vCPU VM shared with other jobs, Linux 6.18, kernel.bpf_stats_enabled run_time_ns per run):
- * sched_switch 320 ns, sched_wakeup 219 ns, 0.93% of one core at 33,000 events a second. On
- * the same VM, measured once with an empty program and a clock-only program, about 75 ns of
- * each run is the statistics accounting itself and 130 ns is bpf_ktime_get_ns(). A switch
- * between two untracked tasks returns before reading the clock. Not included: the kernel's
- * cost of entering a tracepoint and copying its arguments.
+ * Measured overhead (2-vCPU VM, AMD EPYC, Linux 6.18, 2026-12-05, docs/benchmarks.md): in
+ * bench/switch_cost.py, two tracked processes pinned to one CPU pass a byte through pipes.
+ * The program adds about 315 ns to each context switch with its wake-up there (265 to 402 ns
+ * in five runs), tracepoint entry included. The previous version of this program
+ * (sched_wakeup and sched_switch tracepoints, waits timed with bpf_ktime_get_ns) added about
+ * 420 ns (359 to 432 ns in eight runs). Inside the program, with kernel.bpf_stats_enabled,
+ * a run takes about 200 ns there, and 420 to 460 ns in bench/observe_overhead.py, where 1,000
+ * threads spread the map entries it touches over many cache lines (0.65% to 0.70% of one core
+ * at 14,000 to 16,000 switches a second).
  *
  * User space (agent/observe/bpfprobe.py) owns the thread set: through mmap it hands each tracked
  * thread a slot in `thread_stats` (with its pod's group index and tier) and publishes the slot
@@ -27,7 +37,8 @@
  *
  * Compile-time constants, passed as -D flags by the loader: PID_MAX (size of tid_slot: 4 bytes
  * of kernel memory per possible pid, 16 MiB at the 4194304 maximum), MAX_THREADS, MAX_GROUPS,
- * MAX_CPUS, OPEN_RESERVE_GRACE_NS.
+ * MAX_CPUS, OPEN_RESERVE_GRACE_NS, and the byte offsets of the task fields read, from BTF:
+ * TASK_PID_OFFSET, TASK_SUM_EXEC_RUNTIME_OFFSET and TASK_RUN_DELAY_OFFSET.
  */
 
 /* Tier codes are the tier's rank plus one (critical 1 ... background 5), so that the zeroed
@@ -36,9 +47,6 @@
 #define TIER_CRITICAL 1
 #define TIER_LOW 4
 #define TIER_BACKGROUND 5
-
-/* prev_state bits of a task that still wants to run: none of the state bits below 0x100. */
-#define STATE_BLOCKED_MASK 0xff
 
 /* Delay histogram: slots 0-3 hold 0-3 us exactly, then four slots per power of two. */
 #define DELAY_SLOTS 128
@@ -59,21 +67,28 @@
 #define BPF_F_MMAPABLE (1U << 10)
 #endif
 
-/* One tracked thread. User space zeroes the slot and writes group and tier before it publishes
- * the slot in tid_slot; the counters then start from zero. */
+/* One tracked thread. User space zeroes the slot, writes group and tier, and writes the task's
+ * sum_exec_runtime and run_delay (from /proc/<tid>/schedstat) as task_runtime_ns and
+ * task_run_delay_ns before it publishes the slot in tid_slot; the counters then start from
+ * zero. */
 struct thread_stats {
     u64 runtime_ns;
     u64 run_delay_ns;
     u64 timeslices;
     u64 voluntary_switches;
     u64 involuntary_switches;
-    u64 enqueued_ns;
-    u64 last_in_ns;
+    u64 task_runtime_ns;    /* the task's sum_exec_runtime when it last left a CPU */
+    u64 task_run_delay_ns;  /* the task's sched_info.run_delay when it last left a CPU */
+    u64 last_in_ns;         /* critical threads: clock when the thread last got a CPU */
+    u64 batch_out_at_in_ns; /* critical threads: last batch switch-out before that */
     u32 last_cpu;
     u32 group;
     u32 tier;
-    u32 pad;
+    u32 flags;              /* THREAD_ON_CPU, THREAD_BATCH_RAN */
 };
+
+#define THREAD_ON_CPU 1
+#define THREAD_BATCH_RAN 2
 
 struct delay_hist {
     u64 slots[DELAY_SLOTS];
@@ -149,25 +164,6 @@ static __always_inline struct thread_stats *tracked(u32 tid)
     return thread_stats.lookup(&slot);
 }
 
-static __always_inline void mark_enqueued(u32 tid)
-{
-    struct thread_stats *stats = tracked(tid);
-    if (stats)
-        stats->enqueued_ns = bpf_ktime_get_ns();
-}
-
-TRACEPOINT_PROBE(sched, sched_wakeup)
-{
-    mark_enqueued(args->pid);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_wakeup_new)
-{
-    mark_enqueued(args->pid);
-    return 0;
-}
-
 /* A tracked thread started a thread or process: the new one is in the same cgroup. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
@@ -190,35 +186,38 @@ TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
     return 0;
 }
 
-/* The outgoing thread: CPU time, context switch kind, re-queue when preempted. */
-static __always_inline void switch_out(struct thread_stats *stats, long prev_state, u32 cpu,
-                                       u64 now)
+/* The clock, read at most once per event and only where an interval needs it. */
+static __always_inline u64 clock_now(u64 *now)
 {
-    if (stats->last_in_ns && now > stats->last_in_ns) {
-        u64 ran = now - stats->last_in_ns;
+    if (!*now)
+        *now = bpf_ktime_get_ns();
+    return *now;
+}
+
+/* The outgoing thread, which is still `current` at this tracepoint. The kernel has already
+ * added its last run to se.sum_exec_runtime, and its sched_info.run_delay includes the wait that
+ * preceded this run: the differences to the values of the previous switch-out are the run and
+ * the wait. */
+static __always_inline void switch_out(struct thread_stats *stats, u8 *task, int voluntary,
+                                       u32 cpu)
+{
+    u64 runtime = *(u64 *)(task + TASK_SUM_EXEC_RUNTIME_OFFSET);
+    u64 delay_total = *(u64 *)(task + TASK_RUN_DELAY_OFFSET);
+    u32 group = stats->group;
+
+    if (runtime > stats->task_runtime_ns) {
+        u64 ran = runtime - stats->task_runtime_ns;
         stats->runtime_ns += ran;
-        u32 index = stats->group * MAX_CPUS + cpu;
+        u32 index = group * MAX_CPUS + cpu;
         u64 *placed = group_cpu_ns.lookup(&index);
         if (placed)
             *placed += ran;
+        stats->task_runtime_ns = runtime;
     }
-    stats->last_in_ns = 0;
-    if ((prev_state & STATE_BLOCKED_MASK) == 0) {
-        stats->involuntary_switches += 1;
-        stats->enqueued_ns = now;
-    } else {
-        stats->voluntary_switches += 1;
-    }
-}
-
-/* The incoming thread: run-queue delay into its pod's histogram, open-reserve check. */
-static __always_inline void switch_in(struct thread_stats *stats, u32 cpu, u64 now)
-{
-    u64 enqueued = stats->enqueued_ns;
-    if (enqueued && now > enqueued) {
-        u64 delay = now - enqueued;
+    if (delay_total >= stats->task_run_delay_ns) {
+        u64 delay = delay_total - stats->task_run_delay_ns;
+        stats->task_run_delay_ns = delay_total;
         stats->run_delay_ns += delay;
-        u32 group = stats->group;
         struct delay_hist *hist = group_hist.lookup(&group);
         if (hist) {
             /* The mask (DELAY_SLOTS is a power of two) bounds the index for the verifier. */
@@ -227,34 +226,61 @@ static __always_inline void switch_in(struct thread_stats *stats, u32 cpu, u64 n
             __sync_fetch_and_add(&hist->sum_ns, delay);
             __sync_fetch_and_add(&hist->count, 1);
         }
-        if (stats->tier == TIER_CRITICAL && delay > OPEN_RESERVE_GRACE_NS) {
-            u32 running_index = BATCH_RUNNING, out_index = LAST_BATCH_OUT_NS;
-            u64 *running = counters.lookup(&running_index);
-            u64 *last_out = counters.lookup(&out_index);
-            if (running && last_out && ((s64)*running > 0 || *last_out > enqueued)) {
+        /* Open reserve: the wait began at last_in_ns - delay; did batch work run during it? */
+        u64 arrived = stats->last_in_ns;
+        if (stats->tier == TIER_CRITICAL && delay > OPEN_RESERVE_GRACE_NS && arrived > delay) {
+            if ((stats->flags & THREAD_BATCH_RAN) || stats->batch_out_at_in_ns > arrived - delay) {
                 counter_add(OPEN_RESERVES, 1);
                 counter_add(OPEN_RESERVE_NS, delay);
             }
         }
     }
-    stats->enqueued_ns = 0;
-    stats->timeslices += 1;
-    stats->last_cpu = cpu;
-    stats->last_in_ns = now;
+    stats->flags = 0;
+    if (voluntary)
+        stats->voluntary_switches += 1;
+    else
+        stats->involuntary_switches += 1;
 }
 
-TRACEPOINT_PROBE(sched, sched_switch)
+/* The incoming thread. For a critical one, remember when it arrived and whether batch work was
+ * running then or stopped last, for the open-reserve check at its switch-out. */
+static __always_inline void switch_in(struct thread_stats *stats, u32 cpu, u64 *now)
+{
+    u32 flags = THREAD_ON_CPU;
+    if (stats->tier == TIER_CRITICAL) {
+        u32 running_index = BATCH_RUNNING, out_index = LAST_BATCH_OUT_NS;
+        u64 *running = counters.lookup(&running_index);
+        u64 *last_out = counters.lookup(&out_index);
+        if (running && (s64)*running > 0)
+            flags |= THREAD_BATCH_RAN;
+        stats->batch_out_at_in_ns = last_out ? *last_out : 0;
+        stats->last_in_ns = clock_now(now);
+    }
+    stats->flags = flags;
+    stats->timeslices += 1;
+    stats->last_cpu = cpu;
+}
+
+/* The raw tracepoint: no event record is filled, the program gets the arguments of
+ * trace_sched_switch(preempt, prev, next, prev_state) as they are. prev is `current`, which
+ * bpf_get_current_task_btf() returns as a pointer the verifier lets the program read directly;
+ * next is an untyped pointer, read with a helper. */
+RAW_TRACEPOINT_PROBE(sched_switch)
 {
     u32 cpu = bpf_get_smp_processor_id();
     struct cpu_state *here = cpu_state.lookup(&cpu);
     if (!here)
         return 0;
-    struct thread_stats *prev = tracked(args->prev_pid);
-    struct thread_stats *next = tracked(args->next_pid);
+    u8 *prev_task = (u8 *)bpf_get_current_task_btf();
+    u32 prev_pid = *(u32 *)(prev_task + TASK_PID_OFFSET);
+    u32 next_pid = 0;
+    bpf_probe_read_kernel(&next_pid, sizeof(next_pid), (u8 *)ctx->args[2] + TASK_PID_OFFSET);
+    struct thread_stats *prev = tracked(prev_pid);
+    struct thread_stats *next = tracked(next_pid);
     u32 old_tier = here->tier;
     if (!prev && !next && old_tier == TIER_NONE)
-        return 0; /* no tracked thread involved: skip even the clock read */
-    u64 now = bpf_ktime_get_ns();
+        return 0;
+    u64 now = 0;
 
     struct cpu_state *sibling = NULL;
     s64 *sibling_cpu = cpu_sibling.lookup(&cpu);
@@ -265,33 +291,41 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u64 *protected_flag = cpu_protected.lookup(&cpu);
     int protected_cpu = protected_flag && *protected_flag;
 
-    /* Close the interval of the thread that leaves this CPU. */
+    /* Close the interval of the thread that leaves this CPU. since_ns is 0 where no check
+     * needed the interval when it opened. */
     u64 since = here->since_ns;
-    if (sibling && collide(old_tier, sibling->tier)) {
+    if (since && sibling && collide(old_tier, sibling->tier) && sibling->since_ns) {
         u64 start = since > sibling->since_ns ? since : sibling->since_ns;
-        if (now > start)
+        if (clock_now(&now) > start)
             counter_add(SMT_COLLISION_NS, now - start);
     }
-    if (protected_cpu && old_tier != TIER_NONE && old_tier != TIER_CRITICAL && now > since)
+    if (since && protected_cpu && old_tier != TIER_NONE && old_tier != TIER_CRITICAL &&
+        clock_now(&now) > since)
         counter_add(PROTECTED_FALLBACK_NS, now - since);
     if (is_batch(old_tier)) {
         counter_add(BATCH_RUNNING, (u64)-1);
         u32 out_index = LAST_BATCH_OUT_NS;
         u64 *last_out = counters.lookup(&out_index);
         if (last_out)
-            *last_out = now;
+            *last_out = clock_now(&now);
     }
-    if (prev)
-        switch_out(prev, args->prev_state, cpu, now);
+    if (prev) {
+        /* As the kernel counts nvcsw: not preempted, and no longer runnable (prev_state is
+         * the raw task state here, TASK_RUNNING 0). */
+        int voluntary = !ctx->args[0] && ctx->args[3] != 0;
+        switch_out(prev, prev_task, voluntary, cpu);
+    }
 
     /* Open the interval of the thread that arrives. */
     u32 new_tier = TIER_NONE;
     if (next) {
         new_tier = next->tier;
-        switch_in(next, cpu, now);
+        switch_in(next, cpu, &now);
     }
     here->tier = new_tier;
-    here->since_ns = now;
+    int timed = (sibling && (new_tier == TIER_CRITICAL || is_batch(new_tier))) ||
+                (protected_cpu && new_tier != TIER_NONE && new_tier != TIER_CRITICAL);
+    here->since_ns = timed ? clock_now(&now) : 0;
     if (is_batch(new_tier))
         counter_add(BATCH_RUNNING, 1);
     if (sibling && collide(new_tier, sibling->tier))

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +155,15 @@ async def test_bpf_attributes_delay_and_placement(scene: Any, tmp_path: Path) ->
     observer = Observer(settings(tmp_path), LAYOUT, lambda: world.pods)
     try:
         snapshot = await observe(observer, 2.0)
+        # Stopped, the latency loop leaves its CPU for good: BPF and procfs must then agree.
+        latency.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.2)
+        stopped = observer.snapshot()
+        schedstat = Path(f"/proc/{latency.pid}/schedstat")
+        kernel_schedstat = (await asyncio.to_thread(schedstat.read_text)).split()
+        status = Path(f"/proc/{latency.pid}/status")
+        kernel_status = await asyncio.to_thread(status.read_text)
+        latency.send_signal(signal.SIGCONT)
         registry = CollectorRegistry()
         registry.register(ObserveCollector(observer))
         exposition = generate_latest(registry).decode()
@@ -179,6 +189,17 @@ async def test_bpf_attributes_delay_and_placement(scene: Any, tmp_path: Path) ->
     assert thread["timeslices_total"] > 100
     assert thread["voluntary_ctxt_switches_total"] > 100
     assert thread["last_cpu"] == 1
+    # The program counts from the task's own sum_exec_runtime and run_delay (at offsets taken
+    # from BTF) and classifies switches as the kernel does: once the thread is off its CPU,
+    # its totals equal the kernel's.
+    (stopped_thread,) = pod_entry(stopped, world.critical_uid)["containers"][0]["threads"]
+    assert stopped_thread["cpu_seconds_total"] * 1e9 == pytest.approx(int(kernel_schedstat[0]))
+    assert stopped_thread["runq_delay_seconds_total"] * 1e9 == pytest.approx(
+        int(kernel_schedstat[1])
+    )
+    switches = dict(line.split(":\t") for line in kernel_status.splitlines() if "ctxt" in line)
+    for name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+        assert stopped_thread[f"{name}_total"] == int(switches[name]), name
     assert critical["runq_delay_p99_us"] is not None
     assert snapshot["tiers"]["critical"]["runq_delay_p99_us"] is not None
     assert snapshot["tiers"]["normal"]["runq_delay_p99_us"] is None
@@ -242,6 +263,19 @@ async def test_missing_headers_fall_back_to_procfs(
     observer.close()
     assert observer.source == "procfs"
     assert "kernel headers" in observer.source_detail
+    assert "observing through procfs only" in caplog.text
+
+
+async def test_missing_btf_falls_back_to_procfs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "vmlinux"
+    observer = Observer(settings(tmp_path, bpf_kernel_btf_path=missing), LAYOUT, lambda: [])
+    await observer.start()
+    observer.close()
+    assert observer.source == "procfs"
+    assert f"cannot read {missing}" in observer.source_detail
+    assert "CONFIG_DEBUG_INFO_BTF" in observer.source_detail
     assert "observing through procfs only" in caplog.text
 
 

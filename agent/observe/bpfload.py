@@ -7,7 +7,11 @@ tracepoint-attachment file descriptors back over a Unix socket (SCM_RIGHTS) and 
 detaching anything. The programs stay attached for as long as the agent keeps the attachment
 descriptors open.
 
-Run as ``python -m agent.observe.bpfload --socket-fd N --source FILE -D NAME=VALUE ...``.
+Before compiling, it reads the offsets of the task fields the programs use from the kernel's
+BTF (:mod:`agent.observe.btf`), which takes about a second, also spent here.
+
+Run as ``python -m agent.observe.bpfload --socket-fd N --source FILE [--btf FILE]
+-D NAME=VALUE ...``.
 """
 
 import argparse
@@ -17,6 +21,9 @@ import os
 import socket
 import sys
 import traceback
+from pathlib import Path
+
+from agent.observe.btf import VMLINUX_BTF, task_field_offsets
 
 # Map and program names of bpf/sched_observe.bpf.c, in the order the descriptors are sent.
 MAP_NAMES = (
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent.observe.bpfload")
     parser.add_argument("--socket-fd", type=int, required=True)
     parser.add_argument("--source", required=True)
+    parser.add_argument("--btf", type=Path, default=VMLINUX_BTF)
     parser.add_argument("-D", dest="defines", action="append", default=[])
     args = parser.parse_args(argv)
     channel = socket.socket(fileno=args.socket_fd)
@@ -48,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         from bcc import BPF  # noqa: PLC0415 - only this child may load BCC
 
         cflags = [f"-D{define}" for define in args.defines]
+        # The offsets of the task fields the programs read, from the running kernel's BTF.
+        cflags += [f"-D{name}={offset}" for name, offset in task_field_offsets(args.btf).items()]
         program = BPF(src_file=args.source.encode(), cflags=cflags)
         fds = [program[name].map_fd for name in MAP_NAMES]
         tracepoints = {name.decode(): fd for name, fd in program.tracepoint_fds.items()}
+        tracepoints |= {name.decode(): fd for name, fd in program.raw_tracepoint_fds.items()}
         programs = {name.decode(): function.fd for name, function in program.funcs.items()}
         header = {
             "ok": True,

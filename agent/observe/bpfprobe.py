@@ -27,10 +27,14 @@ BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "sched_observe.bpf.c"
 
 DELAY_SLOTS = 128
 U32 = struct.Struct("<I")
-THREAD_STATS = struct.Struct("<7QIIII")
-# Byte offsets of the group and tier fields in a thread_stats entry.
-THREAD_GROUP_OFFSET = 60
-THREAD_TIER_OFFSET = 64
+THREAD_STATS = struct.Struct("<9QIIII")
+# Byte offsets of fields in a thread_stats entry.
+THREAD_TASK_RUNTIME_OFFSET = 40
+THREAD_TASK_RUN_DELAY_OFFSET = 48
+THREAD_GROUP_OFFSET = 76
+THREAD_TIER_OFFSET = 80
+# The flags bit of a thread that is on a CPU.
+THREAD_ON_CPU = 1
 DELAY_HIST = struct.Struct(f"<{DELAY_SLOTS + 2}Q")
 CPU_STATE = struct.Struct("<IIQ")
 U64 = struct.Struct("<Q")
@@ -59,6 +63,7 @@ class ProbeConfig:
     max_groups: int
     max_cpus: int
     open_reserve_grace_ns: int
+    btf_path: Path
 
 
 def possible_cpus() -> int:
@@ -135,13 +140,21 @@ class BpfProbe:
 
     # -- the tracked threads --------------------------------------------------------------
 
-    def track(self, tid: int, slot: int, group: int, tier_code: int) -> bool:
-        """Start counting ``tid`` into ``slot``; False when the tid is beyond pid_max."""
+    def track(
+        self, tid: int, slot: int, group: int, tier_code: int, *, runtime_ns: int, run_delay_ns: int
+    ) -> bool:
+        """Start counting ``tid`` into ``slot``; False when the tid is beyond pid_max.
+
+        ``runtime_ns`` and ``run_delay_ns`` are the thread's schedstat values now: the program
+        counts the differences to them.
+        """
         if not 0 < tid < self.tid_slot.entries:
             return False
         stats = self.thread_stats
         stats.zero(slot)
         offset = slot * stats.stride
+        U64.pack_into(stats.view, offset + THREAD_TASK_RUNTIME_OFFSET, runtime_ns)
+        U64.pack_into(stats.view, offset + THREAD_TASK_RUN_DELAY_OFFSET, run_delay_ns)
         U32.pack_into(stats.view, offset + THREAD_GROUP_OFFSET, group)
         U32.pack_into(stats.view, offset + THREAD_TIER_OFFSET, tier_code)
         U32.pack_into(self.tid_slot.view, tid * self.tid_slot.stride, slot + 1)
@@ -155,8 +168,9 @@ class BpfProbe:
     # -- reads ----------------------------------------------------------------------------
 
     def read_thread(self, slot: int) -> tuple[int, ...]:
-        """(runtime_ns, run_delay_ns, timeslices, voluntary, involuntary, enqueued_ns,
-        last_in_ns, last_cpu, group, tier, pad) of a slot."""
+        """(runtime_ns, run_delay_ns, timeslices, voluntary, involuntary, task_runtime_ns,
+        task_run_delay_ns, last_in_ns, batch_out_at_in_ns, last_cpu, group, tier, flags) of a
+        slot."""
         return THREAD_STATS.unpack_from(self.thread_stats.view, slot * self.thread_stats.stride)
 
     def read_hist(self, group: int) -> tuple[int, ...]:
@@ -251,6 +265,7 @@ def _loader_command(config: ProbeConfig, socket_fd: int) -> list[str]:
     }
     command = [sys.executable, "-m", "agent.observe.bpfload"]
     command += ["--socket-fd", str(socket_fd), "--source", str(BPF_SOURCE)]
+    command += ["--btf", str(config.btf_path)]
     for name, value in defines.items():
         command += ["-D", f"{name}={value}"]
     return command

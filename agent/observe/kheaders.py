@@ -1,8 +1,10 @@
 """Kernel headers for BCC when the running kernel has none of its own.
 
-BCC compiles its programs against ``/lib/modules/<release>/build``. Our programs read only
-tracepoint arguments, whose layout BCC takes from tracefs at compile time, so headers of another
-kernel version (for example Debian's 6.1 headers on a 6.18 kernel) compile them correctly. With
+BCC compiles its programs against ``/lib/modules/<release>/build``. Our programs take the
+layout of tracepoint arguments from tracefs (BCC reads it at compile time) and the offsets of
+the task fields they read from BTF (:mod:`agent.observe.btf`), never from the headers, so
+headers of another kernel version (for example Debian's 6.1 headers on a 6.18 kernel) compile
+them correctly. With
 ``BCC_KERNEL_SOURCE`` set, BCC looks for every header below that single directory, while Debian
 splits headers into an architecture directory (``linux-headers-<v>-amd64``: generated files)
 and a common one (``linux-headers-<v>-common``). :func:`prepare_bcc_kernel_source` merges the

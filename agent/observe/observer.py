@@ -75,7 +75,7 @@ class Observer:
             log.info("BPF disabled, observing through procfs only")
         if self.probe is not None:
             self.source = SOURCE_BPF
-            self.source_detail = "BPF programs attached to sched_switch and sched_wakeup"
+            self.source_detail = "BPF programs attached to sched_switch"
             self.linter.configure_probe(self.probe)
             log.info(
                 "BPF programs attached",
@@ -109,6 +109,7 @@ class Observer:
             max_groups=MAX_GROUPS,
             max_cpus=possible_cpus(),
             open_reserve_grace_ns=int(self.settings.open_reserve_grace_seconds * 1e9),
+            btf_path=settings.bpf_kernel_btf_path,
         )
         return await load_probe(config)
 

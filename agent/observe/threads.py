@@ -40,7 +40,7 @@ from itertools import repeat
 from pathlib import Path
 
 from agent.cgroups import CgroupLayout
-from agent.observe.bpfprobe import BpfProbe
+from agent.observe.bpfprobe import THREAD_ON_CPU, BpfProbe
 from agent.observe.histogram import DELAY_SLOTS, quantile_us
 from agent.observe.targets import PodTarget, tasks_file
 from temper.tiers import Tier
@@ -395,7 +395,9 @@ class ThreadSampler:
         tier_code = pod.target.tier.rank + 1
         if self.probe is not None and self._free_slots and pod.group >= 0:
             slot = self._free_slots.pop()
-            if self.probe.track(tid, slot, pod.group, tier_code):
+            if self.probe.track(
+                tid, slot, pod.group, tier_code, runtime_ns=cpu_ns, run_delay_ns=delay_ns
+            ):
                 record.slot = slot
             else:
                 self._free_slots.append(slot)
@@ -472,7 +474,7 @@ class ThreadSampler:
 
     @staticmethod
     def _refresh_thread_bpf(record: ThreadRecord, probe: BpfProbe) -> None:
-        runtime, delay, slices, voluntary, involuntary, _, last_in, last_cpu, *_ = (
+        runtime, delay, slices, voluntary, involuntary, *_, last_cpu, _, _, flags = (
             probe.read_thread(record.slot)
         )
         base = record.base
@@ -484,7 +486,7 @@ class ThreadSampler:
         counters[INVOLUNTARY] = base[INVOLUNTARY] + involuntary
         if slices:
             record.last_cpu = last_cpu
-            record.running = last_in != 0
+            record.running = bool(flags & THREAD_ON_CPU)
 
     @staticmethod
     def _apply_schedstat(record: ThreadRecord) -> None:
