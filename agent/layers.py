@@ -7,8 +7,8 @@ One layer per tier in use, pods grouped into their tier's layer (never one layer
   ``critical_headroom_fraction``; both are rounded up to whole cores on SMT machines and capped
   so that at least one core stays for everything else.
 - ``high``: Grouped with a utilisation band, preempts at wake-up.
-- ``low`` and ``background``: Open, lower weight, longer slices, and very large
-  ``disallow_*_after_us`` values so their CPUs always stay open to preemption.
+- ``low`` and ``background``: Open, lower weight, short slices (``BATCH_SLICE_US``), and very
+  large ``disallow_*_after_us`` values so their CPUs always stay open to preemption.
 - ``normal``: the catch-all, always last, matching ``[[]]``: normal-tier pods, pods without a
   Temper class and every other task on the node. Its large ``disallow_preempt_after_us`` lets
   the critical and high layers preempt it.
@@ -42,6 +42,12 @@ from temper.tiers import Tier
 
 # A "never" for disallow_*_after_us: one hour in microseconds.
 NEVER_US = 3_600_000_000
+# Slice of the batch layers (low, background and profiled yield threads). It bounds how long a
+# batch task keeps a CPU that a critical task wakes up for. In the emulated colocation
+# benchmark, scx_layered 1.1.2 ran background tasks on the critical layer's protected CPU.
+# memcached's p99 beside two fillers was 111 ms with 40-ms slices and 21 ms with 2-ms slices,
+# at the same batch throughput (docs/benchmarks.md).
+BATCH_SLICE_US = 2000
 LAYER_ORDER = (Tier.CRITICAL, Tier.HIGH, Tier.LOW, Tier.BACKGROUND)
 # Tiers whose pods with a CPU limit get a "<tier>-limited" layer. Critical pods stay on their
 # fenced CPUs, which already bound them.
@@ -161,11 +167,11 @@ def _tier_kind(
                 "weight": 400,
             }
         }
-    weight, slice_us = (50, 20000) if tier is Tier.LOW else (10, 40000)
+    weight = 50 if tier is Tier.LOW else 10
     return {
         "Open": {
             "weight": weight,
-            "slice_us": slice_us,
+            "slice_us": BATCH_SLICE_US,
             "disallow_open_after_us": NEVER_US,
             "disallow_preempt_after_us": NEVER_US,
         }

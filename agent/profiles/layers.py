@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.cgroups import CgroupLayout
-from agent.layers import NEVER_US, SizingPolicy, critical_cpu_range
+from agent.layers import BATCH_SLICE_US, NEVER_US, SizingPolicy, critical_cpu_range
 from agent.podinfo import PodInfo
 from agent.profiles.schema import Profile, Treatment
 from agent.topology import Topology
@@ -177,7 +177,7 @@ def _kind(
     return {
         "Open": {
             "weight": YIELD_WEIGHT,
-            "slice_us": 20000,
+            "slice_us": BATCH_SLICE_US,
             "disallow_open_after_us": NEVER_US,
             "disallow_preempt_after_us": NEVER_US,
         }
