@@ -43,10 +43,11 @@ from temper.tiers import Tier
 # A "never" for disallow_*_after_us: one hour in microseconds.
 NEVER_US = 3_600_000_000
 # Slice of the batch layers (low, background and profiled yield threads). It bounds how long a
-# batch task keeps a CPU that a critical task wakes up for. In the emulated colocation
-# benchmark, scx_layered 1.1.2 ran background tasks on the critical layer's protected CPU.
-# memcached's p99 beside two fillers was 111 ms with 40-ms slices and 21 ms with 2-ms slices,
-# at the same batch throughput (docs/benchmarks.md).
+# batch task keeps a CPU that a critical task wakes up for. In scx_layered 1.1.2 a task of
+# another layer that got onto a protected CPU can stay there, because keep_running() refreshes
+# its full slice (fixed upstream after 1.1.2, sched-ext/scx pull request 3710). In the
+# emulated colocation benchmark, memcached's p99 beside two fillers was 111 ms with 40-ms
+# slices and 21 ms with 2-ms slices, at the same batch throughput (docs/benchmarks.md).
 BATCH_SLICE_US = 2000
 LAYER_ORDER = (Tier.CRITICAL, Tier.HIGH, Tier.LOW, Tier.BACKGROUND)
 # Tiers whose pods with a CPU limit get a "<tier>-limited" layer. Critical pods stay on their
