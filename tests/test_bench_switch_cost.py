@@ -1,8 +1,8 @@
 """bench/switch_cost.py, run briefly: its ping-pong is tracked and the program fires per switch.
 
-It never asserts on the costs themselves (the benchmark measures them); it checks that the
-two ping-pong processes were tracked, that the sched_switch program ran once per context
-switch (two per round trip), and that the cgroups it made are gone.
+It never asserts on the costs themselves: the benchmark measures them. It checks that the
+two ping-pong processes were tracked (the benchmark fails otherwise), that the sched_switch
+program ran once per context switch (two per round trip), and that its cgroups are gone.
 """
 
 import re
