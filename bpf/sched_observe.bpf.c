@@ -9,15 +9,15 @@
  * time are not timed here: at each switch-out of a tracked thread the program reads two fields
  * of the outgoing task (`current`), se.sum_exec_runtime and sched_info.run_delay, and counts
  * their growth since the thread's previous switch-out, so the totals equal the kernel's own
- * (/proc/<tid>/schedstat) and each wait lands in the histogram as the kernel measured it. The
- * offsets of these fields and of pid come from the running kernel's BTF (agent/observe/btf.py),
+ * (/proc/<tid>/schedstat) and each wait lands in the histogram as the kernel measured it. It
+ * copies the task's context switch counts, nvcsw and nivcsw, the same way. The offsets of
+ * these fields and of pid come from the running kernel's BTF (agent/observe/btf.py),
  * not from the headers BCC compiles against, which may belong to another kernel version. The
  * clock is read only where an interval needs it: critical threads getting a CPU, batch
  * threads leaving one, and the placement linter's SMT and protected-CPU intervals.
  *
- * Kernel: Linux 5.18 or newer (prev_state as the fourth sched_switch argument; mmap-able array
- * maps since 5.5, bpf_get_current_task_btf since 5.11), with CONFIG_DEBUG_INFO_BTF
- * (/sys/kernel/btf/vmlinux) and CONFIG_SCHED_INFO (run_delay).
+ * Kernel: Linux 5.11 or newer (bpf_get_current_task_btf; mmap-able array maps since 5.5), with
+ * CONFIG_DEBUG_INFO_BTF (/sys/kernel/btf/vmlinux) and CONFIG_SCHED_INFO (run_delay).
  *
  * Measured overhead (2-vCPU VM, AMD EPYC, Linux 6.18, 2026-12-05, docs/benchmarks.md): in
  * bench/switch_cost.py, two tracked processes pinned to one CPU pass a byte through pipes.
@@ -25,9 +25,9 @@
  * in five runs), tracepoint entry included. The previous version of this program
  * (sched_wakeup and sched_switch tracepoints, waits timed with bpf_ktime_get_ns) added about
  * 420 ns (359 to 432 ns in eight runs). Inside the program, with kernel.bpf_stats_enabled,
- * a run takes about 200 ns there, and 420 to 460 ns in bench/observe_overhead.py, where 1,000
- * threads spread the map entries it touches over many cache lines (0.65% to 0.70% of one core
- * at 14,000 to 16,000 switches a second).
+ * a run takes about 200 ns there. In bench/observe_overhead.py it takes 420 to 460 ns, because
+ * 1,000 threads spread the map entries it touches over many cache lines: 0.65% to 0.70% of one
+ * core at 14,000 to 16,000 switches a second.
  *
  * User space (agent/observe/bpfprobe.py) owns the thread set: through mmap it hands each tracked
  * thread a slot in `thread_stats` (with its pod's group index and tier) and publishes the slot
@@ -38,7 +38,8 @@
  * Compile-time constants, passed as -D flags by the loader: PID_MAX (size of tid_slot: 4 bytes
  * of kernel memory per possible pid, 16 MiB at the 4194304 maximum), MAX_THREADS, MAX_GROUPS,
  * MAX_CPUS, OPEN_RESERVE_GRACE_NS, and the byte offsets of the task fields read, from BTF:
- * TASK_PID_OFFSET, TASK_SUM_EXEC_RUNTIME_OFFSET and TASK_RUN_DELAY_OFFSET.
+ * TASK_PID_OFFSET, TASK_SUM_EXEC_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET, TASK_NVCSW_OFFSET and
+ * TASK_NIVCSW_OFFSET.
  */
 
 /* Tier codes are the tier's rank plus one (critical 1 ... background 5), so that the zeroed
@@ -75,8 +76,8 @@ struct thread_stats {
     u64 runtime_ns;
     u64 run_delay_ns;
     u64 timeslices;
-    u64 voluntary_switches;
-    u64 involuntary_switches;
+    u64 voluntary_switches;   /* the task's nvcsw when it last left a CPU (0: not yet) */
+    u64 involuntary_switches; /* the task's nivcsw then */
     u64 task_runtime_ns;    /* the task's sum_exec_runtime when it last left a CPU */
     u64 task_run_delay_ns;  /* the task's sched_info.run_delay when it last left a CPU */
     u64 last_in_ns;         /* critical threads: clock when the thread last got a CPU */
@@ -195,11 +196,10 @@ static __always_inline u64 clock_now(u64 *now)
 }
 
 /* The outgoing thread, which is still `current` at this tracepoint. The kernel has already
- * added its last run to se.sum_exec_runtime, and its sched_info.run_delay includes the wait that
- * preceded this run: the differences to the values of the previous switch-out are the run and
- * the wait. */
-static __always_inline void switch_out(struct thread_stats *stats, u8 *task, int voluntary,
-                                       u32 cpu)
+ * added its last run to se.sum_exec_runtime and counted this switch in nvcsw or nivcsw. Its
+ * sched_info.run_delay includes the wait that preceded this run. So the differences to the
+ * values of the previous switch-out are the run and the wait. */
+static __always_inline void switch_out(struct thread_stats *stats, u8 *task, u32 cpu)
 {
     u64 runtime = *(u64 *)(task + TASK_SUM_EXEC_RUNTIME_OFFSET);
     u64 delay_total = *(u64 *)(task + TASK_RUN_DELAY_OFFSET);
@@ -236,10 +236,8 @@ static __always_inline void switch_out(struct thread_stats *stats, u8 *task, int
         }
     }
     stats->flags = 0;
-    if (voluntary)
-        stats->voluntary_switches += 1;
-    else
-        stats->involuntary_switches += 1;
+    stats->voluntary_switches = *(u64 *)(task + TASK_NVCSW_OFFSET);
+    stats->involuntary_switches = *(u64 *)(task + TASK_NIVCSW_OFFSET);
 }
 
 /* The incoming thread. For a critical one, remember when it arrived and whether batch work was
@@ -262,7 +260,7 @@ static __always_inline void switch_in(struct thread_stats *stats, u32 cpu, u64 *
 }
 
 /* The raw tracepoint: no event record is filled, the program gets the arguments of
- * trace_sched_switch(preempt, prev, next, prev_state) as they are. prev is `current`, which
+ * trace_sched_switch(preempt, prev, next, ...) as they are. prev is `current`, which
  * bpf_get_current_task_btf() returns as a pointer the verifier lets the program read directly;
  * next is an untyped pointer, read with a helper. */
 RAW_TRACEPOINT_PROBE(sched_switch)
@@ -309,12 +307,8 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         if (last_out)
             *last_out = clock_now(&now);
     }
-    if (prev) {
-        /* As the kernel counts nvcsw: not preempted, and no longer runnable (prev_state is
-         * the raw task state here, TASK_RUNNING 0). */
-        int voluntary = !ctx->args[0] && ctx->args[3] != 0;
-        switch_out(prev, prev_task, voluntary, cpu);
-    }
+    if (prev)
+        switch_out(prev, prev_task, cpu);
 
     /* Open the interval of the thread that arrives. */
     u32 new_tier = TIER_NONE;

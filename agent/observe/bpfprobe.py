@@ -170,7 +170,8 @@ class BpfProbe:
     def read_thread(self, slot: int) -> tuple[int, ...]:
         """(runtime_ns, run_delay_ns, timeslices, voluntary, involuntary, task_runtime_ns,
         task_run_delay_ns, last_in_ns, batch_out_at_in_ns, last_cpu, group, tier, flags) of a
-        slot."""
+        slot. runtime_ns, run_delay_ns and timeslices count from tracking; voluntary and
+        involuntary are the task's own totals at its last switch-out (0 before the first)."""
         return THREAD_STATS.unpack_from(self.thread_stats.view, slot * self.thread_stats.stride)
 
     def read_hist(self, group: int) -> tuple[int, ...]:

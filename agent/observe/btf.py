@@ -1,7 +1,7 @@
 """Offsets of kernel struct members, read from the running kernel's BTF.
 
-The BPF programs read fields of kernel tasks (``pid``, ``se.sum_exec_runtime`` and
-``sched_info.run_delay``) and the raw arguments of the ``sched_switch`` tracepoint. BCC
+The BPF programs read fields of kernel tasks (``pid``, ``se.sum_exec_runtime``,
+``sched_info.run_delay``, ``nvcsw`` and ``nivcsw``). BCC
 compiles against whatever kernel headers are installed, which may belong to another kernel
 version (see :mod:`agent.observe.kheaders`), so the programs do not take these offsets from
 the headers. They come from ``/sys/kernel/btf/vmlinux`` instead, the type information of the
@@ -170,8 +170,8 @@ class Btf:
         return None
 
 
-# trace_sched_switch(preempt, prev, next, prev_state) since Linux 5.18.
-SCHED_SWITCH_ARGUMENTS = 4
+# trace_sched_switch(preempt, prev, next, ...): the program reads the third.
+SCHED_SWITCH_ARGUMENTS = 3
 
 # Fields of the task that sched_observe.bpf.c reads, by the constant that names
 # their offset in the program.
@@ -179,20 +179,22 @@ TASK_FIELDS = {
     "TASK_PID_OFFSET": "pid",
     "TASK_SUM_EXEC_RUNTIME_OFFSET": "se.sum_exec_runtime",
     "TASK_RUN_DELAY_OFFSET": "sched_info.run_delay",
+    "TASK_NVCSW_OFFSET": "nvcsw",
+    "TASK_NIVCSW_OFFSET": "nivcsw",
 }
 
 
 def task_field_offsets(path: Path = VMLINUX_BTF) -> dict[str, int]:
-    """The compile-time constants of :data:`TASK_FIELDS` for the running kernel.
+    """Return the compile-time constants of :data:`TASK_FIELDS` for the running kernel.
 
-    Also checks that the kernel passes ``prev_state`` to raw ``sched_switch`` programs (its
-    fourth argument since Linux 5.18), which the program reads.
+    Also checks that raw ``sched_switch`` programs get the next task as their third argument,
+    which the program reads.
     """
     btf = Btf.from_file(path)
     arguments = btf.tracepoint_arguments("sched_switch")
     if arguments is not None and arguments < SCHED_SWITCH_ARGUMENTS:
         raise BtfError(
-            f"{path}: the sched_switch tracepoint has {arguments} arguments, without prev_state;"
-            " the BPF programs need Linux 5.18 or newer"
+            f"{path}: the sched_switch tracepoint has {arguments} arguments, fewer than the "
+            f"{SCHED_SWITCH_ARGUMENTS} (preempt, prev, next) the BPF programs read"
         )
     return {name: btf.member_offset("task_struct", field) for name, field in TASK_FIELDS.items()}

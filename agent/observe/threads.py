@@ -482,8 +482,10 @@ class ThreadSampler:
         counters[CPU_NS] = base[CPU_NS] + runtime
         counters[RUN_DELAY_NS] = base[RUN_DELAY_NS] + delay
         counters[TIMESLICES] = base[TIMESLICES] + slices
-        counters[VOLUNTARY] = base[VOLUNTARY] + voluntary
-        counters[INVOLUNTARY] = base[INVOLUNTARY] + involuntary
+        if voluntary or involuntary:
+            # The task's own counts as of its last switch-out, which includes that switch.
+            counters[VOLUNTARY] = voluntary
+            counters[INVOLUNTARY] = involuntary
         if slices:
             record.last_cpu = last_cpu
             record.running = bool(flags & THREAD_ON_CPU)
