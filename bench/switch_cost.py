@@ -37,7 +37,7 @@ NATIVE = Path(__file__).resolve().parent / "native" / "pingpong.c"
 
 
 def build(directory: Path) -> Path:
-    """Compile the ping-pong program; return its path."""
+    """Compile the ping-pong program and return its path."""
     compiler = shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         sys.exit("error: no C compiler found (gcc or cc): install it with apt-get install gcc")
@@ -47,7 +47,7 @@ def build(directory: Path) -> Path:
 
 
 def round_trip_ns(binary: Path, rounds: int, cgroup: Path, before_start: Any = None) -> float:
-    """Run one ping-pong inside ``cgroup``; return its mean nanoseconds per round trip."""
+    """Run one ping-pong inside ``cgroup`` and return its mean nanoseconds per round trip."""
     process = subprocess.Popen(
         [str(binary), str(rounds), "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -68,10 +68,9 @@
 #define BPF_F_MMAPABLE (1U << 10)
 #endif
 
-/* One tracked thread. User space zeroes the slot, writes group and tier, and writes the task's
- * sum_exec_runtime and run_delay (from /proc/<tid>/schedstat) as task_runtime_ns and
- * task_run_delay_ns before it publishes the slot in tid_slot; the counters then start from
- * zero. */
+/* One tracked thread. Before user space publishes the slot in tid_slot, it zeroes the slot and
+ * writes group, tier and the task's schedstat values into task_runtime_ns and task_run_delay_ns.
+ * runtime_ns, run_delay_ns and timeslices then count from zero. */
 struct thread_stats {
     u64 runtime_ns;
     u64 run_delay_ns;
@@ -187,7 +186,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
     return 0;
 }
 
-/* The clock, read at most once per event and only where an interval needs it. */
+/* Return the clock, reading it only on the first call of an event. */
 static __always_inline u64 clock_now(u64 *now)
 {
     if (!*now)
@@ -259,10 +258,9 @@ static __always_inline void switch_in(struct thread_stats *stats, u32 cpu, u64 *
     stats->last_cpu = cpu;
 }
 
-/* The raw tracepoint: no event record is filled, the program gets the arguments of
- * trace_sched_switch(preempt, prev, next, ...) as they are. prev is `current`, which
- * bpf_get_current_task_btf() returns as a pointer the verifier lets the program read directly;
- * next is an untyped pointer, read with a helper. */
+/* The raw tracepoint gets the arguments of trace_sched_switch(preempt, prev, next, ...) without
+ * an event record. prev is `current`, which bpf_get_current_task_btf() returns as a pointer the
+ * program may read directly. next is an untyped pointer, so its pid is read with a helper. */
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
     u32 cpu = bpf_get_smp_processor_id();

@@ -32,14 +32,13 @@ _KNOWN_KINDS = range(1, 20)  # int ... enum64
 
 
 class BtfError(Exception):
-    """The BTF data is missing, malformed, or lacks the struct member asked for."""
+    """The BTF data is missing or malformed, or lacks the requested struct member."""
 
 
 @dataclass(frozen=True)
 class _Type:
     name: str
     kind: int
-    kind_flag: bool
     size_or_type: int
     vlen: int
     members: tuple[tuple[str, int, int], ...]  # (name, type id, bit offset) of a struct/union
@@ -66,6 +65,7 @@ class Btf:
 
     @classmethod
     def from_file(cls, path: Path = VMLINUX_BTF) -> "Btf":
+        """Read and parse a BTF file, by default the running kernel's."""
         try:
             data = path.read_bytes()
         except OSError as error:
@@ -84,23 +84,26 @@ class Btf:
             position += _TYPE.size
             kind = (info >> 24) & 0x1F
             vlen = info & 0xFFFF
+            kind_flag = bool(info >> 31)
             members: tuple[tuple[str, int, int], ...] = ()
             if kind in (KIND_STRUCT, KIND_UNION):
-                kind_flag = bool(info >> 31)
                 items = []
                 for index in range(vlen):
                     member_name, member_type, offset = _MEMBER.unpack_from(
                         data, position + index * _MEMBER.size
                     )
+                    # With kind_flag set, the top 8 bits are the bit field's size.
                     bit_offset = offset & 0xFFFFFF if kind_flag else offset
                     items.append((self._name(member_name), member_type, bit_offset))
                 members = tuple(items)
             elif kind not in _KNOWN_KINDS:
-                raise BtfError(f"{self.source}: unknown BTF kind {kind} at byte {position - 12}")
+                raise BtfError(
+                    f"{self.source}: unknown BTF kind {kind} at byte {position - _TYPE.size}"
+                )
             position += _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ITEM.get(kind, 0) * vlen
             name = self._name(name_off) if name_off else ""
             type_id = len(self._types)
-            self._types.append(_Type(name, kind, bool(info >> 31), size_or_type, vlen, members))
+            self._types.append(_Type(name, kind, size_or_type, vlen, members))
             if name and kind in (KIND_STRUCT, KIND_UNION, KIND_TYPEDEF):
                 self._by_name.setdefault(name, []).append(type_id)
 
@@ -116,7 +119,10 @@ class Btf:
         return None
 
     def _find_member(self, struct_type: _Type, name: str) -> tuple[int, int] | None:
-        """(type id, bit offset) of ``name``, looking into anonymous struct and union members."""
+        """Find ``name`` in a struct or union, anonymous members included.
+
+        Returns its type id and bit offset, or None.
+        """
         for member_name, member_type, bit_offset in struct_type.members:
             if member_name == name:
                 return member_type, bit_offset
@@ -129,7 +135,8 @@ class Btf:
         return None
 
     def member_offset(self, struct_name: str, path: str) -> int:
-        """Byte offset of a dotted member path, for example ``("task_struct", "se.vruntime")``."""
+        """Return the byte offset of a dotted member path, such as ``se.vruntime`` in
+        ``task_struct``."""
         candidates = [self._types[type_id] for type_id in self._by_name.get(struct_name, [])]
         current = next((found for found in candidates if found and found.members), None)
         if current is None:
@@ -152,7 +159,7 @@ class Btf:
         return bits // 8
 
     def tracepoint_arguments(self, event: str) -> int | None:
-        """Number of arguments a raw tracepoint program gets for ``event``, None if unknown.
+        """Count the arguments a raw tracepoint program gets for ``event``, or return None.
 
         The kernel describes each tracepoint with a typedef ``btf_trace_<event>``: a pointer to
         a function whose first parameter is the probe's private data, the rest the arguments.
