@@ -290,6 +290,30 @@ def test_new_threads_are_found_at_their_pods_listing(
         sampler.close()
 
 
+@pytest.mark.root
+@needs_root
+def test_held_thread_lists(pod: tuple[PodTarget, Path], worker: Worker) -> None:
+    target, container_dir = pod
+    before = open_descriptors()
+    sampler = ThreadSampler(LAYOUT, None, 64, hold_lists=True)
+    try:
+        sampler.sample([target])
+        assert set(sampler.records) == {worker.pid}
+        held = sampler.pods[target.uid].list_fds
+        assert list(held) == [f"{container_dir}/tasks"]
+        fd = held[f"{container_dir}/tasks"]
+        tid = worker.spawn()
+        # cgroup v1 serves a descriptor read again within a second the list it built before.
+        time.sleep(1.2)
+        sampler.sample([target])
+        assert set(sampler.records) == {worker.pid, tid}
+        assert sampler.pods[target.uid].list_fds == {f"{container_dir}/tasks": fd}
+        assert open_descriptors() == before + 1 + 2 * 3  # the list, and three files a thread
+    finally:
+        sampler.close()
+    assert open_descriptors() == before
+
+
 def remove_cgroup(directory: Path) -> None:
     """Remove a cgroup directory once the killed processes in it have left."""
     if directory.exists():
@@ -357,23 +381,33 @@ def test_linter_asks_for_the_states_it_can_use() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "detail_passes", "listing_passes"),
+    ("settings", "version", "detail_passes", "listing_passes", "hold_lists"),
     [
-        ({}, 30, 2),
-        ({"observe_interval_seconds": 0.5}, 60, 4),
+        ({}, CgroupVersion.V1, 30, 2, True),
+        ({"observe_interval_seconds": 0.5}, CgroupVersion.V1, 60, 4, True),
         (
             {
                 "observe_interval_seconds": 5.0,
                 "observe_procfs_detail_interval_seconds": 1.0,
                 "observe_procfs_listing_interval_seconds": 0.5,
             },
+            CgroupVersion.V1,
             1,
             1,
+            True,
         ),
+        # Lists read 1 s apart: cgroup v1 could serve the same list again, v2 does not.
+        ({"observe_procfs_listing_interval_seconds": 1.0}, CgroupVersion.V1, 30, 1, False),
+        ({"observe_procfs_listing_interval_seconds": 1.0}, CgroupVersion.V2, 30, 1, True),
     ],
 )
 def test_procfs_periods_come_from_the_settings(
-    tmp_path: Path, settings: dict[str, Any], detail_passes: int, listing_passes: int
+    tmp_path: Path,
+    settings: dict[str, Any],
+    version: CgroupVersion,
+    detail_passes: int,
+    listing_passes: int,
+    hold_lists: bool,
 ) -> None:
     sysfs = tmp_path / "sys"
     (sysfs / "devices/system/cpu").mkdir(parents=True)  # no CPU listed: no SMT siblings
@@ -384,10 +418,12 @@ def test_procfs_periods_come_from_the_settings(
         "observe_protected_cpus": "1",
         **settings,
     }
-    observer = Observer(AgentSettings(**values), LAYOUT, list)
+    layout = CgroupLayout(Path("/sys/fs/cgroup"), version, CgroupDriver.CGROUPFS)
+    observer = Observer(AgentSettings(**values), layout, list)
     try:
         sampler = observer.sampler
         assert (sampler.detail_passes, sampler.listing_passes) == (detail_passes, listing_passes)
+        assert sampler.hold_lists is hold_lists
         assert sampler.state_tiers == {Tier.HIGH, Tier.NORMAL, Tier.LOW, Tier.BACKGROUND}
     finally:
         observer.close()

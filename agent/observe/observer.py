@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.cgroups import CgroupLayout
+from agent.cgroups import CgroupLayout, CgroupVersion
 from agent.observe import snapshot
 from agent.observe.bpfprobe import (
     BpfProbe,
@@ -31,6 +31,8 @@ SOURCE_BPF = "bpf"
 SOURCE_PROCFS = "procfs"
 # Pod groups in the BPF maps: more than the kubelet's default of 110 pods per node.
 MAX_GROUPS = 1024
+# Seconds between two reads of a held cgroup v1 thread list that keep it fresh.
+V1_HELD_LIST_SECONDS = 2.0
 
 PodSource = Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -88,14 +90,21 @@ class Observer:
         settings = self.settings
         interval = settings.observe_interval_seconds
         detail_passes = round(settings.observe_procfs_detail_interval_seconds / interval)
-        listing_passes = round(settings.observe_procfs_listing_interval_seconds / interval)
+        listing_passes = max(1, round(settings.observe_procfs_listing_interval_seconds / interval))
+        # cgroup v1 serves a held descriptor the list it built for it until no read came for
+        # a second (CGROUP_PIDLIST_DESTROY_DELAY): hold the lists only with reads 2 s apart.
+        hold_lists = (
+            self.layout.version is CgroupVersion.V2
+            or listing_passes * interval >= V1_HELD_LIST_SECONDS
+        )
         return ThreadSampler(
             self.layout,
             self.probe,
             settings.observe_max_threads,
             detail_passes=max(1, detail_passes),
             state_tiers=self.linter.sampled_tiers(),
-            listing_passes=max(1, listing_passes),
+            listing_passes=listing_passes,
+            hold_lists=hold_lists,
         )
 
     async def _load_probe(self) -> BpfProbe:
