@@ -8,25 +8,32 @@
 - ``layered``: scx_layered with the layer config that the agent's planner
   (``agent.layers.compute_layer_plan``) computes for the pods of the cell, started and
   stopped by the agent's ``SchedulerSupervisor``. Needs a kernel with sched_ext.
+- ``pinned``: a reference, not a Temper mode. cgroup v2 cpusets give the critical pods as
+  many CPUs of their own as the layered arm's critical layer gets, and every other pod of
+  the cell the remaining CPUs, much as the kubelet's static CPU manager policy gives a
+  Guaranteed pod exclusive CPUs. It shows how far plain isolation gets on this machine, at
+  what cost to batch work. Needs cgroup v2.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.cgroups import CgroupLayout
+from agent.cgroups import CgroupLayout, CgroupVersion
 from agent.layers import compute_layer_plan
 from agent.podinfo import PodInfo
 from agent.stockmode import IDLE_FILE, StockKernelMode
 from agent.supervisor import SchedulerSupervisor, config_digest
 from agent.topology import read_topology
 from bench.colocation.processes import BenchmarkError
+from temper.tiers import Tier
 
 log = logging.getLogger(__name__)
 
-ARM_NAMES = ("stock", "stockmode", "layered")
+ARM_NAMES = ("stock", "stockmode", "layered", "pinned")
 SCHED_EXT_STATE = Path("/sys/kernel/sched_ext/state")
 STOP_TIMEOUT_SECONDS = 60.0
 
@@ -158,6 +165,61 @@ class LayeredArm:
         if self.supervisor is not None:
             asyncio.run(self.supervisor.stop("benchmark cell finished"))
             self.supervisor = None
+
+    def close(self) -> None:
+        self.release()
+
+
+class PinnedArm:
+    """Critical pods on CPUs of their own through cgroup v2 cpusets, the other pods elsewhere."""
+
+    name = "pinned"
+
+    def __init__(self, layout: CgroupLayout) -> None:
+        if layout.version is not CgroupVersion.V2:
+            raise BenchmarkError(
+                "the pinned arm sets cpuset.cpus in the pod cgroups, which needs cgroup v2: "
+                "leave it out of --arms on this node"
+            )
+        self.layout = layout
+        self.topology = read_topology(Path("/sys"))
+        if self.topology.cpus < 2:
+            raise BenchmarkError("the pinned arm needs two CPUs or more")
+        # subtree_control files where this arm enabled cpuset, and pods with a cpuset set.
+        self.enabled: list[Path] = []
+        self.pinned: list[Path] = []
+
+    def _enable_cpuset(self, pod_directory: Path) -> None:
+        parents = [p for p in pod_directory.parents if p.is_relative_to(self.layout.root)]
+        for parent in reversed(parents):
+            control = parent / "cgroup.subtree_control"
+            if "cpuset" not in control.read_text().split():
+                control.write_text("+cpuset")
+                self.enabled.append(control)
+
+    def engage(self, pods: list[PodInfo]) -> dict[str, Any]:
+        # As many CPUs as the critical layer of the layered arm: the same planner decides.
+        critical = compute_layer_plan(pods, self.layout, self.topology).critical_cpus_max
+        critical = max(1, critical)
+        cpus = self.topology.cpus
+        critical_list = f"0-{critical - 1}"
+        shared_list = f"{critical}-{cpus - 1}"
+        for pod in pods:
+            directory = self.layout.pod_directory(pod.cgroup_uid, pod.qos)
+            self._enable_cpuset(directory)
+            cpuset = critical_list if pod.tier is Tier.CRITICAL else shared_list
+            (directory / "cpuset.cpus").write_text(cpuset)
+            self.pinned.append(directory)
+        return {"critical_cpus": critical_list, "other_cpus": shared_list}
+
+    def release(self) -> None:
+        for directory in self.pinned:
+            with contextlib.suppress(FileNotFoundError):  # a filler pod already removed
+                (directory / "cpuset.cpus").write_text("")
+        self.pinned.clear()
+        for control in reversed(self.enabled):
+            control.write_text("-cpuset")
+        self.enabled.clear()
 
     def close(self) -> None:
         self.release()

@@ -23,12 +23,13 @@ from bench.colocation.arms import (
     SCHED_EXT_STATE,
     Arm,
     LayeredArm,
+    PinnedArm,
     StockArm,
     StockKernelModeArm,
 )
 from bench.colocation.campaign import Calibration, calibrate, run_ladder
 from bench.colocation.cgroupfs import node_cpus
-from bench.colocation.machine import describe_machine, load_average
+from bench.colocation.machine import cpu_coupling, describe_machine, load_average
 from bench.colocation.processes import (
     BenchmarkError,
     build_native_tools,
@@ -88,8 +89,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--arms",
         help=(
-            "comma-separated arms out of stock, stockmode, layered (default: stock,stockmode "
-            "on the host; stock,stockmode,layered with --vm)"
+            "comma-separated arms out of stock, stockmode, layered, pinned (default: "
+            "stock,stockmode on the host; stock,stockmode,layered with --vm). pinned is a "
+            "reference on cgroup v2: the critical pods on CPUs of their own through cpusets"
         ),
     )
     parser.add_argument("--ladder", help="comma-separated filler counts (default: 0,1,2,4,8)")
@@ -145,6 +147,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, help="PNG path of the plot (OUTPUT_DIR/p99.png)")
     parser.add_argument(
         "--vm", action="store_true", help="run inside the sched_ext VM of scripts/vm-rig.sh"
+    )
+    parser.add_argument(
+        "--vm-tcg-threads",
+        choices=("single", "multi"),
+        default="single",
+        help=(
+            "QEMU's emulator threads with --vm: single, one host thread for both vCPUs (a busy "
+            "vCPU then halves the other's speed), or multi, one thread per vCPU (default: single)"
+        ),
     )
     parser.add_argument(
         "--render",
@@ -214,6 +225,8 @@ def build_arms(names: list[str], layout: CgroupLayout, state_dir: Path, args: An
             arms.append(
                 LayeredArm(layout, args.scx_layered_path, state_dir, args.attach_timeout_seconds)
             )
+        elif name == "pinned":
+            arms.append(PinnedArm(layout))
         else:
             raise BenchmarkError(f"unknown arm {name!r}: choose from {', '.join(ARM_NAMES)}")
     return arms
@@ -251,6 +264,10 @@ def run_here(args: argparse.Namespace, output_dir: Path, plot_path: Path) -> dic
 
         install_kernel_config(args.kernel_config)
     machine = describe_machine()
+    if args.inside_vm:
+        # Under emulation a busy vCPU may slow the other one down: record by how much.
+        machine["tcg_threads"] = args.vm_tcg_threads
+        machine["cpu_coupling"] = cpu_coupling()
     ladder = [int(step) for step in _parse_list(args.ladder, "ladder")]
     names = _parse_list(args.arms, "arms")
     window = Window(args.warmup_seconds, args.measure_seconds)
@@ -363,6 +380,11 @@ def print_record(record: dict[str, Any], table: str, plot_path: Path, output_dir
         + (" — EMULATED (QEMU TCG guest): compare arms only within this run" if record["emulated"]
            else "")
     )  # fmt: skip
+    if "cpu_coupling" in machine:
+        print(
+            f"emulator: {machine['tcg_threads']}-threaded TCG; CPU 0 ran a busy loop at "
+            f"{machine['cpu_coupling']} of its speed while CPU 1 was busy"
+        )
     print(
         f"load average before: {machine['load_average_before']}, before the ladder: "
         f"{record['load_average_before_ladder']}, after: {record['load_average_after']}"
@@ -405,7 +427,12 @@ def run_vm(args: argparse.Namespace, argv: list[str], output_dir: Path, plot_pat
         "--arms", args.arms,
     ]  # fmt: skip
     guest_dir = run_in_vm(
-        rig, output_dir, native_dir, guest_arguments, args.budget_seconds + VM_EXTRA_SECONDS
+        rig,
+        output_dir,
+        native_dir,
+        guest_arguments,
+        args.budget_seconds + VM_EXTRA_SECONDS,
+        tcg_threads=args.vm_tcg_threads,
     )
     record = json.loads((guest_dir / "results.json").read_text())
     plot(rows_from_dicts(record["rows"]), plot_path, plot_title(record))

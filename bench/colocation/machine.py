@@ -3,6 +3,7 @@
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,44 @@ def describe_machine() -> dict[str, Any]:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_before": load_average(),
     }
+
+
+# A process that spins on CPU 1 until killed.
+_SPINNER = "import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n"
+
+
+def _loop_rate(seconds: float) -> float:
+    """Rounds of a fixed busy loop per second of wall-clock time, on CPU 0."""
+    rounds = 0
+    began = time.monotonic()
+    end = began + seconds
+    while time.monotonic() < end:
+        for _ in range(10_000):
+            pass
+        rounds += 1
+    return rounds / (time.monotonic() - began)
+
+
+def cpu_coupling(seconds: float = 1.0) -> float | None:
+    """How fast CPU 0 runs a busy loop while CPU 1 is busy, relative to CPU 1 idle.
+
+    About 1.0 on real hardware without SMT and in a VM whose vCPUs have their own host
+    threads; about 0.5 in QEMU's single-threaded emulator, where both vCPUs take turns on
+    one host thread. None on a machine with one CPU.
+    """
+    if (os.cpu_count() or 1) < 2:
+        return None
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        idle = _loop_rate(seconds)
+        spinner = subprocess.Popen([sys.executable, "-c", _SPINNER])
+        try:
+            time.sleep(0.2)  # let it start spinning
+            busy = _loop_rate(seconds)
+        finally:
+            spinner.kill()
+            spinner.wait()
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return round(busy / idle, 2)

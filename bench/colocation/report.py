@@ -222,7 +222,10 @@ def rows_from_cell_summaries(cells: list[dict[str, Any]]) -> list[Row]:
 def plot_title(record: dict[str, Any]) -> str:
     """Return the plot's title: rate, machine, date, and the emulation label of a VM run."""
     machine = record["machine"]
-    label = " (EMULATED: QEMU TCG guest)" if record["emulated"] else ""
+    label = ""
+    if record["emulated"]:
+        threads = machine.get("tcg_threads")
+        label = f" (EMULATED: QEMU TCG guest{f', {threads}-threaded' if threads else ''})"
     return (
         f"memcached at {record['calibration']['rate']:.0f} requests/s beside batch fillers{label}\n"
         f"{machine['nproc']} CPUs ({machine['cpu_model']}), Linux {machine['kernel']}, "

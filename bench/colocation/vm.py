@@ -54,9 +54,20 @@ def load_rig() -> Rig:
 
 
 def run_in_vm(
-    rig: Rig, output_dir: Path, native_dir: Path, guest_arguments: list[str], timeout: float
+    rig: Rig,
+    output_dir: Path,
+    native_dir: Path,
+    guest_arguments: list[str],
+    timeout: float,
+    *,
+    tcg_threads: str = "single",
 ) -> Path:
-    """Boot the VM, run the benchmark in it and return the guest's output directory."""
+    """Boot the VM, run the benchmark in it and return the guest's output directory.
+
+    ``tcg_threads`` is QEMU's ``-accel tcg,thread=`` value. With ``single`` both vCPUs take
+    turns on one host thread, and a busy vCPU halves the other's speed. With ``multi`` each
+    vCPU has its own host thread.
+    """
     guest_dir = output_dir / "guest"
     guest_dir.mkdir(parents=True, exist_ok=True)
     guest_log = output_dir / "guest.log"
@@ -84,9 +95,9 @@ def run_in_vm(
         "--force-9p",
         "--cpus", str(VM_CPUS),
         "--memory", VM_MEMORY,
-        # Single-threaded TCG, as in the VM tests. With one host thread per vCPU a guest
-        # kernel oopsed while scx_layered attached, in the VM tests and in this benchmark.
-        "--qemu-opts=-accel tcg,thread=single",
+        # Single-threaded TCG by default, as in the VM tests. With one host thread per vCPU
+        # the guest kernel oopsed once in the VM tests and once in this benchmark.
+        f"--qemu-opts=-accel tcg,thread={tcg_threads}",
         f"--rwdir={output_dir}",
         "--run", str(rig.kernel_image),
         "--exec", str(launcher),
