@@ -7,7 +7,7 @@ import pytest
 from agent.cgroups import CgroupLayout, CgroupVersion
 from agent.settings import CgroupDriver
 from bench.colocation.arms import ARM_NAMES, PinnedArm
-from bench.colocation.cli import build_arms
+from bench.colocation.cli import build_arms, resume_arguments
 from bench.colocation.processes import BenchmarkError
 
 
@@ -22,3 +22,25 @@ def test_unknown_arm_names_the_choices(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="unknown arm 'pined'") as raised:
         build_arms(["pined"], layout, tmp_path, None)
     assert all(name in str(raised.value) for name in ARM_NAMES)
+
+
+def test_guest_crash_is_recognised_from_the_console(tmp_path: Path) -> None:
+    from bench.colocation.vm import guest_crashed  # noqa: PLC0415 - imports tests.vm
+
+    console = tmp_path / "console.log"
+    assert not guest_crashed(console)  # no console at all
+    console.write_text("[    5.4] virtme-ng-init: starting script\n[  600.1] reboot: Power down\n")
+    assert not guest_crashed(console)
+    console.write_text(
+        "[  435.970694] Oops: int3: 0000 [#1] SMP NOPTI\n"
+        "[  435.975819] Kernel panic - not syncing: Fatal exception in interrupt\n"
+    )
+    assert guest_crashed(console)
+
+
+def test_resume_arguments_keep_the_rate(tmp_path: Path) -> None:
+    assert resume_arguments(tmp_path) == []  # nothing finished: start afresh
+    (tmp_path / "cells.jsonl").write_text(
+        '{"arm": "stock", "fillers": 0, "repetition": 0, "rate": 680.0}\n'
+    )
+    assert resume_arguments(tmp_path) == ["--resume", "--rate", "680"]

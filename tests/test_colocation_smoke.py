@@ -31,11 +31,7 @@ ARMS = ["stock", "stockmode"]
 LADDER = [0, 1]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the benchmark briefly through its command line and return its results and paths."""
-    output_dir = tmp_path_factory.mktemp("colocation")
-    plot_path = output_dir / "plot.png"
+def run_benchmark(output_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable, "-m", "bench.colocation",
         "--arms", ",".join(ARMS),
@@ -45,14 +41,23 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--measure-seconds", "1",
         "--rate", "2000",
         "--output-dir", str(output_dir),
-        "--plot", str(plot_path),
+        "--plot", str(output_dir / "plot.png"),
+        *extra,
     ]  # fmt: skip
     completed = subprocess.run(
         command, cwd=REPOSITORY, capture_output=True, text=True, timeout=180, check=False
     )
     assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    return completed
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the benchmark briefly through its command line and return its results and paths."""
+    output_dir = tmp_path_factory.mktemp("colocation")
+    completed = run_benchmark(output_dir)
     record: dict[str, Any] = json.loads((output_dir / "results.json").read_text())
-    return {"record": record, "plot": plot_path, "stdout": completed.stdout}
+    return {"record": record, "plot": output_dir / "plot.png", "stdout": completed.stdout}
 
 
 def test_smoke_every_arm_ran_every_step(run: dict[str, Any]) -> None:
@@ -114,3 +119,23 @@ def test_smoke_stops_memcached(run: dict[str, Any]) -> None:
     assert pid is not None
     cmdline = Path(f"/proc/{pid}/cmdline")
     assert not cmdline.exists() or b"memcached" not in cmdline.read_bytes()
+
+
+def test_resume_runs_only_the_missing_cells(run: dict[str, Any], tmp_path: Path) -> None:
+    # What a VM boot after a guest crash starts from: the cells finished before the crash.
+    kept = run["plot"].parent
+    lines = (kept / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == len(ARMS) * len(LADDER)
+    (tmp_path / "cells.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    shutil.copytree(kept / "cell-arrays", tmp_path / "cell-arrays")
+
+    run_benchmark(tmp_path, "--resume")
+
+    record = json.loads((tmp_path / "results.json").read_text())
+    first_two = [json.loads(line) for line in lines[:2]]
+    assert record["cells"][:2] == first_two  # kept as they were, not measured again
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == len(lines)
+    cells = {(cell["arm"], cell["fillers"]) for cell in record["cells"]}
+    assert cells == {(arm, step) for arm in ARMS for step in LADDER}
+    # Pooled percentiles come from the kept latency arrays too.
+    assert all(row["repetitions"] == 1 and row["p99_us"] for row in record["rows"])

@@ -192,16 +192,22 @@ def run_ladder(
     window: Window,
     deadline: float,
     on_cell: Callable[[CellResult], None] | None = None,
+    done: list[CellResult] | None = None,
 ) -> Campaign:
     """Run every arm at every ladder step, ``repetitions`` times, arms alternating within a step.
 
     Stops starting cells once ``time.monotonic()`` passes ``deadline``. ``on_cell`` receives each
-    cell as soon as it is done, so that a crash keeps what was measured before it.
+    cell as soon as it is done, so that a crash keeps what was measured before it. The cells in
+    ``done`` (kept by an earlier boot of the same run) are not run again and come first in the
+    campaign.
     """
-    campaign = Campaign()
+    campaign = Campaign(cells=list(done or []))
+    finished = {(cell.arm, cell.fillers, cell.repetition) for cell in campaign.cells}
     for step_index, fillers in enumerate(ladder):
         for repetition in range(repetitions):
             for arm in arm_order(arms, step_index, repetition):
+                if (arm.name, fillers, repetition) in finished:
+                    continue
                 if time.monotonic() > deadline:
                     campaign.cut_short = True
                     log.warning(

@@ -46,7 +46,14 @@ from bench.colocation.report import (
     rows_from_cell_summaries,
     rows_from_dicts,
 )
-from bench.colocation.runner import Testbed, Window, Workload
+from bench.colocation.runner import (
+    CELLS_FILE,
+    Testbed,
+    Window,
+    Workload,
+    load_cells,
+    save_cell,
+)
 from temper.logs import configure
 
 log = logging.getLogger("bench.colocation")
@@ -73,9 +80,10 @@ HOST_DEFAULTS = ModeDefaults("0,1,2,4,8", 4, 1200.0, 4000.0)
 # Under QEMU's emulator memcached costs about a millisecond of CPU per request.
 VM_DEFAULTS = ModeDefaults("0,2,4", 3, 2400.0, 400.0)
 # One JSON line per finished cell, written as the run goes.
-CELLS_FILE = "cells.jsonl"
 # Seconds allowed for booting the VM and writing the results on top of the guest's budget.
 VM_EXTRA_SECONDS = 900.0
+# Boots after a guest kernel crash, each running only the cells still missing.
+VM_CRASH_RETRIES = 2
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -151,10 +159,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--vm-tcg-threads",
         choices=("single", "multi"),
-        default="single",
+        default="multi",
         help=(
-            "QEMU's emulator threads with --vm: single, one host thread for both vCPUs (a busy "
-            "vCPU then halves the other's speed), or multi, one thread per vCPU (default: single)"
+            "QEMU's emulator threads with --vm: multi, one host thread per vCPU (default; a "
+            "guest kernel crash is followed by a new boot for the missing cells), or single, "
+            "one host thread for both vCPUs, which slows each vCPU while the other is busy"
         ),
     )
     parser.add_argument(
@@ -164,6 +173,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--title", help="title of the plot drawn by --render")
     parser.add_argument("--inside-vm", action="store_true", help=argparse.SUPPRESS)
+    # Inside the VM after a guest crash: keep the cells of OUTPUT_DIR and run only the rest.
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--native-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -200,12 +211,6 @@ def _parse_list(text: str, what: str) -> list[str]:
 
 def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def _append_cell(path: Path, summary: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as cells:
-        cells.write(json.dumps(summary) + "\n")
 
 
 def build_arms(names: list[str], layout: CgroupLayout, state_dir: Path, args: Any) -> list[Arm]:
@@ -285,6 +290,9 @@ def run_here(args: argparse.Namespace, output_dir: Path, plot_path: Path) -> dic
         extra={"arms": names, "ladder": ladder, "repetitions": args.repetitions,
                "estimated_seconds": round(estimate), "output_dir": str(output_dir)},
     )  # fmt: skip
+    done = load_cells(output_dir) if args.resume else []
+    if done:
+        log.info("resuming", extra={"cells_done": len(done), "output_dir": str(output_dir)})
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="temper-colocation-scratch-"))
     testbed = Testbed(layout, node_cpus(), scratch, workload)
@@ -321,7 +329,8 @@ def run_here(args: argparse.Namespace, output_dir: Path, plot_path: Path) -> dic
             rate=calibration.rate,
             window=window,
             deadline=deadline,
-            on_cell=lambda cell: _append_cell(output_dir / CELLS_FILE, cell.summary()),
+            on_cell=lambda cell: save_cell(output_dir, cell),
+            done=done,
         )
     finally:
         testbed_facts = testbed.describe()
@@ -407,9 +416,27 @@ def print_record(record: dict[str, Any], table: str, plot_path: Path, output_dir
     print(f"results: {output_dir / 'results.json'}")
 
 
+def resume_arguments(guest_dir: Path) -> list[str]:
+    """Guest options that continue a run from the cells an earlier boot kept in ``guest_dir``.
+
+    The rate of those cells is kept, so the new boot does not calibrate again. Without any
+    finished cell the new boot starts afresh.
+    """
+    cells = guest_dir / CELLS_FILE
+    lines = cells.read_text().splitlines() if cells.exists() else []
+    first = next((json.loads(line) for line in lines if line.strip()), None)
+    if first is None:
+        return []
+    return ["--resume", "--rate", f"{first['rate']:g}"]
+
+
 def run_vm(args: argparse.Namespace, argv: list[str], output_dir: Path, plot_path: Path) -> int:
     """Boot the sched_ext VM, run the benchmark inside it, copy the plot, print the table."""
-    from bench.colocation.vm import load_rig, run_in_vm  # noqa: PLC0415 - imports tests.vm
+    from bench.colocation.vm import (  # noqa: PLC0415 - imports tests.vm
+        guest_crashed,
+        load_rig,
+        run_in_vm,
+    )
 
     rig = load_rig()
     native_dir = output_dir / "native"
@@ -419,22 +446,44 @@ def run_vm(args: argparse.Namespace, argv: list[str], output_dir: Path, plot_pat
         if option in passthrough:
             index = passthrough.index(option)
             del passthrough[index : index + 2]
-    guest_arguments = [
-        *passthrough,
-        "--ladder", args.ladder,
-        "--repetitions", str(args.repetitions),
-        "--budget-seconds", str(args.budget_seconds),
-        "--arms", args.arms,
-    ]  # fmt: skip
-    guest_dir = run_in_vm(
-        rig,
-        output_dir,
-        native_dir,
-        guest_arguments,
-        args.budget_seconds + VM_EXTRA_SECONDS,
-        tcg_threads=args.vm_tcg_threads,
-    )
+    started = time.monotonic()
+    extra: list[str] = []
+    crashes = 0
+    while True:
+        remaining = max(60.0, args.budget_seconds - (time.monotonic() - started))
+        guest_arguments = [
+            *passthrough,
+            "--ladder", args.ladder,
+            "--repetitions", str(args.repetitions),
+            "--budget-seconds", str(remaining),
+            "--arms", args.arms,
+            *extra,
+        ]  # fmt: skip
+        try:
+            guest_dir = run_in_vm(
+                rig,
+                output_dir,
+                native_dir,
+                guest_arguments,
+                remaining + VM_EXTRA_SECONDS,
+                tcg_threads=args.vm_tcg_threads,
+            )
+            break
+        except BenchmarkError as error:
+            console = output_dir / "console.log"
+            if crashes >= VM_CRASH_RETRIES or not guest_crashed(console):
+                raise
+            crashes += 1
+            console.rename(output_dir / f"console-crash-{crashes}.log")
+            extra = resume_arguments(output_dir / "guest")
+            log.warning(
+                "the guest kernel crashed; booting again to run the remaining cells",
+                extra={"crash": crashes, "resume": extra, "error": str(error).splitlines()[0]},
+            )
     record = json.loads((guest_dir / "results.json").read_text())
+    if crashes:
+        record["guest_crashes"] = crashes
+        (guest_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     plot(rows_from_dicts(record["rows"]), plot_path, plot_title(record))
     print_record(record, (guest_dir / "table.md").read_text(), plot_path, guest_dir)
     return 0

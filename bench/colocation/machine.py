@@ -79,9 +79,9 @@ def _loop_rate(seconds: float) -> float:
 def cpu_coupling(seconds: float = 1.0) -> float | None:
     """How fast CPU 0 runs a busy loop while CPU 1 is busy, relative to CPU 1 idle.
 
-    About 1.0 on real hardware without SMT and in a VM whose vCPUs have their own host
-    threads; about 0.5 in QEMU's single-threaded emulator, where both vCPUs take turns on
-    one host thread. None on a machine with one CPU.
+    It is about 1.0 on real hardware without SMT and in a VM whose vCPUs have their own host
+    threads. It falls to 0.5 to 0.75 in QEMU's single-threaded emulator, where both vCPUs take
+    turns on one host thread. None on a machine with one CPU.
     """
     if (os.cpu_count() or 1) < 2:
         return None

@@ -117,6 +117,63 @@ class CellResult:
         }
 
 
+# Per finished cell: one line of cells.jsonl with its summary, and its latency arrays.
+CELLS_FILE = "cells.jsonl"
+ARRAYS_DIR = "cell-arrays"
+_ARRAY_NAMES = ("latency_ns", "service_ns", "lateness_ns")
+
+
+def _arrays_path(directory: Path, arm: str, fillers: int, repetition: int) -> Path:
+    return directory / ARRAYS_DIR / f"{arm}-{fillers}-{repetition}.npz"
+
+
+def save_cell(directory: Path, cell: CellResult) -> None:
+    """Keep a finished cell in ``directory``: its arrays first, then its summary line."""
+    arrays = _arrays_path(directory, cell.arm, cell.fillers, cell.repetition)
+    arrays.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(arrays, **{name: getattr(cell, name) for name in _ARRAY_NAMES})
+    with (directory / CELLS_FILE).open("a") as cells:
+        cells.write(json.dumps(cell.summary()) + "\n")
+
+
+def load_cells(directory: Path) -> list[CellResult]:
+    """Load the cells ``save_cell`` kept in ``directory`` (an earlier boot of the same run)."""
+    path = directory / CELLS_FILE
+    if not path.exists():
+        return []
+    cells = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        saved = json.loads(line)
+        arrays_path = _arrays_path(directory, saved["arm"], saved["fillers"], saved["repetition"])
+        with np.load(arrays_path) as arrays:
+            latency, service, lateness = (arrays[name] for name in _ARRAY_NAMES)
+        cells.append(
+            CellResult(
+                arm=saved["arm"],
+                fillers=saved["fillers"],
+                repetition=saved["repetition"],
+                rate=saved["rate"],
+                loadgen=saved["loadgen"],
+                achieved_rate=saved["achieved_rate"],
+                filler_iterations_per_second=saved["filler_iterations_per_second"],
+                memcached_cores=saved["memcached_cores"],
+                loadgen_cores=saved["loadgen_cores"],
+                machine_busy_fraction=saved["machine_busy_fraction"],
+                memcached_throttled_periods=saved["memcached_throttled_periods"],
+                arm_facts=saved["arm_facts"],
+                started_unix=saved["started_unix"],
+                window_edge_late_ms=saved["window_edge_late_ms"],
+                filler_cgroups=saved["filler_cgroups"],
+                latency_ns=latency,
+                service_ns=service,
+                lateness_ns=lateness,
+            )
+        )
+    return cells
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
