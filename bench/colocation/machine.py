@@ -60,8 +60,8 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-# A process that spins on CPU 1 until killed.
-_SPINNER = "import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n"
+# A process that moves to CPU 1, says so on its standard output and spins until killed.
+_SPINNER = "import os\nos.sched_setaffinity(0, {1})\nos.write(1, b'.')\nwhile True:\n    pass\n"
 
 
 def _loop_rate(seconds: float) -> float:
@@ -76,7 +76,7 @@ def _loop_rate(seconds: float) -> float:
     return rounds / (time.monotonic() - began)
 
 
-def cpu_coupling(seconds: float = 1.0) -> float | None:
+def cpu_coupling(seconds: float = 2.0) -> float | None:
     """How fast CPU 0 runs a busy loop while CPU 1 is busy, relative to CPU 1 idle.
 
     It is about 1.0 on real hardware without SMT and in a VM whose vCPUs have their own host
@@ -89,13 +89,16 @@ def cpu_coupling(seconds: float = 1.0) -> float | None:
     os.sched_setaffinity(0, {0})
     try:
         idle = _loop_rate(seconds)
-        spinner = subprocess.Popen([sys.executable, "-c", _SPINNER])
+        spinner = subprocess.Popen([sys.executable, "-c", _SPINNER], stdout=subprocess.PIPE)
         try:
-            time.sleep(0.2)  # let it start spinning
+            assert spinner.stdout is not None
+            spinner.stdout.read(1)  # it is on CPU 1 now (Python starts slowly when emulated)
             busy = _loop_rate(seconds)
         finally:
             spinner.kill()
             spinner.wait()
+            if spinner.stdout is not None:
+                spinner.stdout.close()
     finally:
         os.sched_setaffinity(0, affinity)
     return round(busy / idle, 2)
