@@ -86,7 +86,7 @@ VM_DEFAULTS = ModeDefaults("0,2,4", 3, 2400.0, 400.0, 0.25)
 # Seconds allowed for booting the VM and writing the results on top of the guest's budget.
 VM_EXTRA_SECONDS = 900.0
 # Boots after a guest kernel crash, each running only the cells still missing.
-VM_CRASH_RETRIES = 2
+VM_CRASH_RETRIES = 5
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -395,6 +395,11 @@ def print_record(record: dict[str, Any], table: str, plot_path: Path, output_dir
         + (" — EMULATED (QEMU TCG guest): compare arms only within this run" if record["emulated"]
            else "")
     )  # fmt: skip
+    if record.get("guest_crashes"):
+        print(
+            f"guest kernel crashes: {record['guest_crashes']}; each was followed by a new boot "
+            "that ran the missing cells (machine and load average are the last boot's)"
+        )
     if "cpu_coupling" in machine:
         print(
             f"emulator: {machine['tcg_threads']}-threaded TCG; CPU 0 ran a busy loop at "
