@@ -16,7 +16,7 @@ def children() -> set[int]:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the probe needs two CPUs")
-def test_cpu_coupling_restores_affinity_and_stops_its_spinner() -> None:
+def test_cpu_coupling_cleans_up() -> None:
     affinity = os.sched_getaffinity(0)
     before = children()
     ratio = cpu_coupling(seconds=0.3)

@@ -299,11 +299,11 @@ def test_held_thread_lists(pod: tuple[PodTarget, Path], worker: Worker) -> None:
     try:
         sampler.sample([target])
         assert set(sampler.records) == {worker.pid}
-        held = sampler.pods[target.uid].list_fds
-        assert list(held) == [f"{container_dir}/tasks"]
-        fd = held[f"{container_dir}/tasks"]
+        list_fds = sampler.pods[target.uid].list_fds
+        assert list(list_fds) == [f"{container_dir}/tasks"]
+        fd = list_fds[f"{container_dir}/tasks"]
         tid = worker.spawn()
-        # cgroup v1 serves a descriptor read again within a second the list it built before.
+        # On cgroup v1 a descriptor read again within a second returns its previous list.
         time.sleep(1.2)
         sampler.sample([target])
         assert set(sampler.records) == {worker.pid, tid}

@@ -31,7 +31,7 @@ SOURCE_BPF = "bpf"
 SOURCE_PROCFS = "procfs"
 # Pod groups in the BPF maps: more than the kubelet's default of 110 pods per node.
 MAX_GROUPS = 1024
-# Seconds between two reads of a held cgroup v1 thread list that keep it fresh.
+# Minimum seconds between two reads of a held cgroup v1 thread list for it to be fresh.
 V1_HELD_LIST_SECONDS = 2.0
 
 PodSource = Callable[[], Iterable[Mapping[str, Any]]]
@@ -91,8 +91,8 @@ class Observer:
         interval = settings.observe_interval_seconds
         detail_passes = round(settings.observe_procfs_detail_interval_seconds / interval)
         listing_passes = max(1, round(settings.observe_procfs_listing_interval_seconds / interval))
-        # cgroup v1 serves a held descriptor the list it built for it until no read came for
-        # a second (CGROUP_PIDLIST_DESTROY_DELAY): hold the lists only with reads 2 s apart.
+        # On cgroup v1 a held descriptor read again within a second returned its previous
+        # list (measured on Linux 6.18), so hold the lists there only with reads 2 s apart.
         hold_lists = (
             self.layout.version is CgroupVersion.V2
             or listing_passes * interval >= V1_HELD_LIST_SECONDS

@@ -9,8 +9,8 @@
   (``agent.layers.compute_layer_plan``) computes for the pods of the cell, started and
   stopped by the agent's ``SchedulerSupervisor``. Needs a kernel with sched_ext.
 - ``pinned``: a reference, not a Temper mode. cgroup v2 cpusets give the critical pods as
-  many CPUs of their own as the layered arm's critical layer gets, and every other pod of
-  the cell the remaining CPUs, much as the kubelet's static CPU manager policy gives a
+  many CPUs of their own as the layered arm's critical layer gets. Every other pod of the
+  cell gets the remaining CPUs, much as the kubelet's static CPU manager policy gives a
   Guaranteed pod exclusive CPUs. It shows how far plain isolation gets on this machine, at
   what cost to batch work. Needs cgroup v2.
 """

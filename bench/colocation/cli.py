@@ -80,8 +80,8 @@ class ModeDefaults:
 HOST_DEFAULTS = ModeDefaults("0,1,2,4,8", 4, 1200.0, 4000.0, 0.5)
 # Under QEMU's emulator memcached costs about a millisecond of CPU per request. On the VM's
 # two CPUs the agent fences the critical pods into one CPU, and the load generator needs
-# about as much CPU as memcached: at 0.5 cores for memcached that CPU would be full before
-# any filler starts, so the VM aims at 0.25.
+# about as much CPU as memcached. At 0.5 memcached cores that CPU would be full before any
+# filler starts, so the VM aims at 0.25.
 VM_DEFAULTS = ModeDefaults("0,2,4", 3, 2400.0, 400.0, 0.25)
 # Seconds allowed for booting the VM and writing the results on top of the guest's budget.
 VM_EXTRA_SECONDS = 900.0

@@ -60,7 +60,8 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-# A process that moves to CPU 1, says so on its standard output and spins until killed.
+# A process that moves to CPU 1, writes one byte to its standard output and spins until
+# killed.
 _SPINNER = "import os\nos.sched_setaffinity(0, {1})\nos.write(1, b'.')\nwhile True:\n    pass\n"
 
 
@@ -77,11 +78,11 @@ def _loop_rate(seconds: float) -> float:
 
 
 def cpu_coupling(seconds: float = 2.0) -> float | None:
-    """How fast CPU 0 runs a busy loop while CPU 1 is busy, relative to CPU 1 idle.
+    """Measure how fast CPU 0 runs a busy loop while CPU 1 is busy, relative to CPU 1 idle.
 
-    It is about 1.0 on real hardware without SMT and in a VM whose vCPUs have their own host
-    threads. It falls to 0.5 to 0.75 in QEMU's single-threaded emulator, where both vCPUs take
-    turns on one host thread. None on a machine with one CPU.
+    The ratio was about 1.0 on this project's host and in a VM whose vCPUs have their own
+    host threads. It was about 0.5 in QEMU's single-threaded emulator, where both vCPUs take
+    turns on one host thread. Return None on a machine with one CPU.
     """
     if (os.cpu_count() or 1) < 2:
         return None

@@ -108,9 +108,8 @@ def run_in_vm(
         "--force-9p",
         "--cpus", str(VM_CPUS),
         "--memory", VM_MEMORY,
-        # The VM tests use single-threaded TCG. Here the arms' isolation is measured, which
-        # single-threaded TCG hides (docs/colocation.md), so multi is the default, although
-        # its guest kernel crashes at times while sched_ext attaches or detaches.
+        # Single-threaded TCG hides the isolation this benchmark measures (docs/colocation.md),
+        # so multi is the default here, although its guest kernel crashes at times.
         f"--qemu-opts=-accel tcg,thread={tcg_threads}",
         f"--rwdir={output_dir}",
         "--run", str(rig.kernel_image),
