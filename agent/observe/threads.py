@@ -153,14 +153,11 @@ def _read_all(path: str) -> bytes:
     except OSError:
         return b""
     try:
-        chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:
-            chunks.append(os.read(fd, 65536))
+        return _pread_all(fd)
     except OSError:
         return b""
     finally:
         os.close(fd)
-    return b"".join(chunks)
 
 
 def _pread_all(fd: int) -> bytes:
