@@ -81,6 +81,18 @@ def test_smoke_fillers_did_work(run: dict[str, Any]) -> None:
             assert cell["filler_iterations_per_second"] > 0, cell
 
 
+def test_smoke_filler_cpu_measured(run: dict[str, Any]) -> None:
+    # One filler on a machine with at least two CPUs: a CPU-bound process gets most of a core
+    # and never more than one.
+    for cell in run["record"]["cells"]:
+        if cell["fillers"] == 0:
+            assert cell["filler_cores"] is None, cell
+            assert cell["filler_preemptions_per_second"] is None, cell
+        else:
+            assert 0.2 < cell["filler_cores"] <= 1.05, cell
+            assert cell["filler_preemptions_per_second"] >= 0, cell
+
+
 def test_smoke_stockmode_changed_cgroups(run: dict[str, Any]) -> None:
     cells = [c for c in run["record"]["cells"] if c["arm"] == "stockmode" and c["fillers"] == 1]
     assert cells[0]["arm_facts"]["pods_with_cpu_idle"] == 1

@@ -143,6 +143,45 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 @dataclass(frozen=True)
+class TaskTimes:
+    """Scheduler counters of a single-threaded process: the kernel's own, not tick-based."""
+
+    cpu_ns: int
+    run_delay_ns: int
+    # Context switches the process did not ask for: each one a preemption.
+    preemptions: int
+
+    @classmethod
+    def read(cls, pid: int) -> "TaskTimes | None":
+        """Read ``/proc/<pid>/schedstat`` and ``status``; None when the process is gone."""
+        try:
+            schedstat = Path(f"/proc/{pid}/schedstat").read_text().split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                preemptions = int(line.split()[1])
+                break
+        else:
+            return None
+        return cls(int(schedstat[0]), int(schedstat[1]), preemptions)
+
+
+def summed_task_times(pids: list[int]) -> TaskTimes | None:
+    """Sum the counters of single-threaded processes; None if any of them is gone."""
+    times = [TaskTimes.read(pid) for pid in pids]
+    present = [t for t in times if t is not None]
+    if len(present) != len(times):
+        return None
+    return TaskTimes(
+        sum(t.cpu_ns for t in present),
+        sum(t.run_delay_ns for t in present),
+        sum(t.preemptions for t in present),
+    )
+
+
+@dataclass(frozen=True)
 class CpuTimes:
     """Aggregate CPU time of the machine from the ``cpu`` line of ``/proc/stat``, in ticks."""
 

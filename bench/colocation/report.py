@@ -39,6 +39,9 @@ class Row:
     loadgen_cores: float | None
     machine_busy_fraction: float
     memcached_throttled_periods: int | None
+    # Results written before these were measured load without them.
+    filler_cores: float | None = None
+    filler_preemptions_per_second: float | None = None
 
     @property
     def p99_spread(self) -> float | None:
@@ -104,6 +107,10 @@ def aggregate(cells: list[CellResult]) -> list[Row]:
                     memcached_throttled_periods=None
                     if None in throttled
                     else sum(t or 0 for t in throttled),
+                    filler_cores=_mean([c.filler_cores for c in group]),
+                    filler_preemptions_per_second=_mean(
+                        [c.filler_preemptions_per_second for c in group]
+                    ),
                 )
             )
     _add_ratios(rows)
@@ -132,20 +139,22 @@ def markdown_table(rows: list[Row]) -> str:
     """Format the results as a Markdown table, one line per arm and ladder step."""
     header = (
         "| arm | fillers | p50 us | p99 us | p99.9 us | p99 per rep: median (min-max) us | "
-        "p99 growth | batch Mit/s | batch vs stock | memcached cores | CPU busy | "
-        "achieved / target req/s | generator lateness p99 us |\n"
+        "p99 growth | batch Mit/s | batch vs stock | batch cores | batch preemptions/s | "
+        "memcached cores | CPU busy | achieved / target req/s | generator lateness p99 us |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |\n"
+        "| ---: | ---: | ---: |\n"
     )
     lines = []
     for r in rows:
         batch = "-" if r.fillers == 0 else _fmt(r.filler_iterations_per_second / 1e6)
         batch_ratio = "-" if r.fillers == 0 else _fmt(r.filler_throughput_ratio_to_stock, 2)
+        batch_cores = "-" if r.fillers == 0 else _fmt(r.filler_cores, 2)
+        preemptions = "-" if r.fillers == 0 else _fmt(r.filler_preemptions_per_second)
         lines.append(
             f"| {r.arm} | {r.fillers} | {_fmt(r.p50_us)} | {_fmt(r.p99_us)} | "
             f"{_fmt(r.p999_us)} | {_fmt(r.p99_rep_median_us)} "
             f"({_fmt(r.p99_rep_min_us)}-{_fmt(r.p99_rep_max_us)}) | "
-            f"{_fmt(r.p99_growth, 2)} | {batch} | {batch_ratio} | "
+            f"{_fmt(r.p99_growth, 2)} | {batch} | {batch_ratio} | {batch_cores} | {preemptions} | "
             f"{_fmt(r.memcached_cores, 2)} | {_fmt(r.machine_busy_fraction, 2)} | "
             f"{_fmt(r.achieved_rate)} / {_fmt(r.target_rate)} | {_fmt(r.lateness_p99_us)} |"
         )
@@ -213,6 +222,10 @@ def rows_from_cell_summaries(cells: list[dict[str, Any]]) -> list[Row]:
                         c["machine_busy_fraction"] for c in group
                     ),
                     memcached_throttled_periods=None,
+                    filler_cores=_mean([c.get("filler_cores") for c in group]),
+                    filler_preemptions_per_second=_mean(
+                        [c.get("filler_preemptions_per_second") for c in group]
+                    ),
                 )
             )
     _add_ratios(rows)

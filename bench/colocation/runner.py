@@ -27,8 +27,10 @@ from bench.colocation.processes import (
     CpuTimes,
     NativeTools,
     ProcessSet,
+    TaskTimes,
     build_native_tools,
     process_cpu_seconds,
+    summed_task_times,
 )
 from temper.controlplane.process import free_port
 from temper.tiers import Tier
@@ -89,6 +91,10 @@ class CellResult:
     # How late the harness read the counters at the later of the two window edges, in ms.
     window_edge_late_ms: float
     filler_cgroups: list[str]
+    # CPU time of the fillers over the window and how often the kernel preempted them (None
+    # without fillers, or when a filler was gone at a window edge).
+    filler_cores: float | None
+    filler_preemptions_per_second: float | None
     latency_ns: NanosecondArray = field(repr=False)
     service_ns: NanosecondArray = field(repr=False)
     lateness_ns: NanosecondArray = field(repr=False)
@@ -107,6 +113,8 @@ class CellResult:
             "filler_iterations_per_second": round(self.filler_iterations_per_second),
             "memcached_cores": _rounded(self.memcached_cores),
             "loadgen_cores": _rounded(self.loadgen_cores),
+            "filler_cores": _rounded(self.filler_cores),
+            "filler_preemptions_per_second": _rounded(self.filler_preemptions_per_second),
             "machine_busy_fraction": round(self.machine_busy_fraction, 3),
             "memcached_throttled_periods": self.memcached_throttled_periods,
             "loadgen": self.loadgen,
@@ -166,6 +174,9 @@ def load_cells(directory: Path) -> list[CellResult]:
                 started_unix=saved["started_unix"],
                 window_edge_late_ms=saved["window_edge_late_ms"],
                 filler_cgroups=saved["filler_cgroups"],
+                # Cells saved before these were measured load without them.
+                filler_cores=saved.get("filler_cores"),
+                filler_preemptions_per_second=saved.get("filler_preemptions_per_second"),
                 latency_ns=latency,
                 service_ns=service,
                 lateness_ns=lateness,
@@ -192,6 +203,7 @@ class _Snapshot:
     counters: list[int]
     memcached_cpu: float | None
     loadgen_cpu: float | None
+    filler_times: TaskTimes | None
     cpu: CpuTimes
     throttled: int | None
     at: float
@@ -274,14 +286,17 @@ class Testbed:
 
     # -- cells ----------------------------------------------------------------------------
 
-    def _snapshot(self, counter_file: Path, fillers: int, loadgen_pid: int) -> _Snapshot:
+    def _snapshot(self, counter_file: Path, filler_pids: list[int], loadgen_pid: int) -> _Snapshot:
         raw = counter_file.read_bytes()
-        counters = [int.from_bytes(raw[i * 8 : i * 8 + 8], "little") for i in range(fillers)]
+        counters = [
+            int.from_bytes(raw[i * 8 : i * 8 + 8], "little") for i in range(len(filler_pids))
+        ]
         assert self.memcached is not None and self.memcached_pod is not None
         return _Snapshot(
             counters=counters,
             memcached_cpu=process_cpu_seconds(self.memcached.pid),
             loadgen_cpu=process_cpu_seconds(loadgen_pid),
+            filler_times=summed_task_times(filler_pids) if filler_pids else None,
             cpu=CpuTimes.read(),
             throttled=throttled_periods(self.memcached_pod.container, self.layout.version),
             at=time.monotonic(),
@@ -354,10 +369,11 @@ class Testbed:
             launched = time.monotonic()
             window_start = launched + LOADGEN_LEAD_SECONDS + window.warmup_seconds
             time.sleep(window_start - time.monotonic())
-            first = self._snapshot(counter_file, fillers, loadgen.pid)
+            filler_pids = [process.pid for process in filler_processes]
+            first = self._snapshot(counter_file, filler_pids, loadgen.pid)
             window_end = window_start + window.measure_seconds
             time.sleep(max(0.0, window_end - time.monotonic()))
-            last = self._snapshot(counter_file, fillers, loadgen.pid)
+            last = self._snapshot(counter_file, filler_pids, loadgen.pid)
             timeout = window.drain_seconds + LOADGEN_GRACE_SECONDS
             try:
                 output, _ = loadgen.communicate(timeout=timeout)
@@ -379,6 +395,12 @@ class Testbed:
         arrays = {name: _read_array(prefix, name) for name in ("latency", "service", "lateness")}
         elapsed = last.at - first.at
         iterations = sum(b - a for a, b in zip(first.counters, last.counters, strict=True))
+        filler_cores = filler_preemptions = None
+        if first.filler_times is not None and last.filler_times is not None and elapsed > 0:
+            filler_cores = (last.filler_times.cpu_ns - first.filler_times.cpu_ns) / 1e9 / elapsed
+            filler_preemptions = (
+                last.filler_times.preemptions - first.filler_times.preemptions
+            ) / elapsed
         throttled = (
             last.throttled - first.throttled
             if last.throttled is not None and first.throttled is not None
@@ -400,6 +422,8 @@ class Testbed:
             started_unix=started_unix,
             window_edge_late_ms=1000 * max(first.at - window_start, last.at - window_end),
             filler_cgroups=[str(pod.pod) for pod in filler_pods],
+            filler_cores=filler_cores,
+            filler_preemptions_per_second=filler_preemptions,
             latency_ns=arrays["latency"],
             service_ns=arrays["service"],
             lateness_ns=arrays["lateness"],
