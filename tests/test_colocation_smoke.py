@@ -93,6 +93,14 @@ def test_smoke_filler_cpu_measured(run: dict[str, Any]) -> None:
             assert cell["filler_preemptions_per_second"] >= 0, cell
 
 
+def test_smoke_critical_run_delay_measured(run: dict[str, Any]) -> None:
+    for cell in run["record"]["cells"]:
+        for name in ("memcached_run_delay_ms_per_second", "loadgen_run_delay_ms_per_second"):
+            # A delay rate cannot exceed what the threads could wait: under a second per
+            # second and thread (memcached has fewer than 20 threads).
+            assert 0 <= cell[name] < 20_000, (name, cell)
+
+
 def test_smoke_stockmode_changed_cgroups(run: dict[str, Any]) -> None:
     cells = [c for c in run["record"]["cells"] if c["arm"] == "stockmode" and c["fillers"] == 1]
     assert cells[0]["arm_facts"]["pods_with_cpu_idle"] == 1

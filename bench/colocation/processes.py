@@ -168,6 +168,21 @@ class TaskTimes:
         return cls(int(schedstat[0]), int(schedstat[1]), preemptions)
 
 
+def process_run_delay_ns(pid: int) -> int | None:
+    """Run-queue delay of all threads of a process so far (schedstat field 2), in ns."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited while listed
+    return total
+
+
 def summed_task_times(pids: list[int]) -> TaskTimes | None:
     """Sum the counters of single-threaded processes; None if any of them is gone."""
     times = [TaskTimes.read(pid) for pid in pids]

@@ -30,6 +30,7 @@ from bench.colocation.processes import (
     TaskTimes,
     build_native_tools,
     process_cpu_seconds,
+    process_run_delay_ns,
     summed_task_times,
 )
 from temper.controlplane.process import free_port
@@ -95,6 +96,10 @@ class CellResult:
     # without fillers, or when a filler was gone at a window edge).
     filler_cores: float | None
     filler_preemptions_per_second: float | None
+    # Run-queue delay summed over the threads of memcached and of the load generator, in
+    # milliseconds per second of the window.
+    memcached_run_delay_ms_per_second: float | None
+    loadgen_run_delay_ms_per_second: float | None
     latency_ns: NanosecondArray = field(repr=False)
     service_ns: NanosecondArray = field(repr=False)
     lateness_ns: NanosecondArray = field(repr=False)
@@ -115,6 +120,8 @@ class CellResult:
             "loadgen_cores": _rounded(self.loadgen_cores),
             "filler_cores": _rounded(self.filler_cores),
             "filler_preemptions_per_second": _rounded(self.filler_preemptions_per_second),
+            "memcached_run_delay_ms_per_second": _rounded(self.memcached_run_delay_ms_per_second),
+            "loadgen_run_delay_ms_per_second": _rounded(self.loadgen_run_delay_ms_per_second),
             "machine_busy_fraction": round(self.machine_busy_fraction, 3),
             "memcached_throttled_periods": self.memcached_throttled_periods,
             "loadgen": self.loadgen,
@@ -177,6 +184,8 @@ def load_cells(directory: Path) -> list[CellResult]:
                 # Cells saved before these were measured load without them.
                 filler_cores=saved.get("filler_cores"),
                 filler_preemptions_per_second=saved.get("filler_preemptions_per_second"),
+                memcached_run_delay_ms_per_second=saved.get("memcached_run_delay_ms_per_second"),
+                loadgen_run_delay_ms_per_second=saved.get("loadgen_run_delay_ms_per_second"),
                 latency_ns=latency,
                 service_ns=service,
                 lateness_ns=lateness,
@@ -203,6 +212,8 @@ class _Snapshot:
     counters: list[int]
     memcached_cpu: float | None
     loadgen_cpu: float | None
+    memcached_run_delay_ns: int | None
+    loadgen_run_delay_ns: int | None
     filler_times: TaskTimes | None
     cpu: CpuTimes
     throttled: int | None
@@ -296,6 +307,8 @@ class Testbed:
             counters=counters,
             memcached_cpu=process_cpu_seconds(self.memcached.pid),
             loadgen_cpu=process_cpu_seconds(loadgen_pid),
+            memcached_run_delay_ns=process_run_delay_ns(self.memcached.pid),
+            loadgen_run_delay_ns=process_run_delay_ns(loadgen_pid),
             filler_times=summed_task_times(filler_pids) if filler_pids else None,
             cpu=CpuTimes.read(),
             throttled=throttled_periods(self.memcached_pod.container, self.layout.version),
@@ -424,6 +437,12 @@ class Testbed:
             filler_cgroups=[str(pod.pod) for pod in filler_pods],
             filler_cores=filler_cores,
             filler_preemptions_per_second=filler_preemptions,
+            memcached_run_delay_ms_per_second=_delay_rate(
+                first.memcached_run_delay_ns, last.memcached_run_delay_ns, elapsed
+            ),
+            loadgen_run_delay_ms_per_second=_delay_rate(
+                first.loadgen_run_delay_ns, last.loadgen_run_delay_ns, elapsed
+            ),
             latency_ns=arrays["latency"],
             service_ns=arrays["service"],
             lateness_ns=arrays["lateness"],
@@ -452,6 +471,12 @@ def _per_second(first: float | None, last: float | None, elapsed: float) -> floa
     if first is None or last is None or elapsed <= 0:
         return None
     return (last - first) / elapsed
+
+
+def _delay_rate(first: int | None, last: int | None, elapsed: float) -> float | None:
+    if first is None or last is None or elapsed <= 0:
+        return None
+    return (last - first) / 1e6 / elapsed
 
 
 def _read_array(prefix: Path, name: str) -> NanosecondArray:
