@@ -161,3 +161,10 @@ def test_resume_runs_only_the_missing_cells(run: dict[str, Any], tmp_path: Path)
     for row in record["rows"]:
         assert row["repetitions"] == 1
         assert row["p99_us"]
+
+
+def test_smoke_verdicts_name_the_outcome(run: dict[str, Any]) -> None:
+    verdicts = run["record"]["verdicts"]
+    assert verdicts[0].startswith("stock (the reference): worst p99 growth"), verdicts
+    (stockmode,) = [line for line in verdicts if line.startswith("stockmode:")]
+    assert stockmode.count(": met") + stockmode.count(": missed") == 2, stockmode
