@@ -140,9 +140,10 @@ def markdown_table(rows: list[Row]) -> str:
     header = (
         "| arm | fillers | p50 us | p99 us | p99.9 us | p99 per rep: median (min-max) us | "
         "p99 growth | batch Mit/s | batch vs stock | batch cores | batch preemptions/s | "
-        "memcached cores | CPU busy | achieved / target req/s | generator lateness p99 us |\n"
+        "memcached cores | generator cores | CPU busy | achieved / target req/s | "
+        "generator lateness p99 us |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |\n"
+        "| ---: | ---: | ---: | ---: |\n"
     )
     lines = []
     for r in rows:
@@ -155,7 +156,8 @@ def markdown_table(rows: list[Row]) -> str:
             f"{_fmt(r.p999_us)} | {_fmt(r.p99_rep_median_us)} "
             f"({_fmt(r.p99_rep_min_us)}-{_fmt(r.p99_rep_max_us)}) | "
             f"{_fmt(r.p99_growth, 2)} | {batch} | {batch_ratio} | {batch_cores} | {preemptions} | "
-            f"{_fmt(r.memcached_cores, 2)} | {_fmt(r.machine_busy_fraction, 2)} | "
+            f"{_fmt(r.memcached_cores, 2)} | {_fmt(r.loadgen_cores, 2)} | "
+            f"{_fmt(r.machine_busy_fraction, 2)} | "
             f"{_fmt(r.achieved_rate)} / {_fmt(r.target_rate)} | {_fmt(r.lateness_p99_us)} |"
         )
     return header + "\n".join(lines) + "\n"

@@ -437,11 +437,11 @@ class Testbed:
             filler_cgroups=[str(pod.pod) for pod in filler_pods],
             filler_cores=filler_cores,
             filler_preemptions_per_second=filler_preemptions,
-            memcached_run_delay_ms_per_second=_delay_rate(
-                first.memcached_run_delay_ns, last.memcached_run_delay_ns, elapsed
+            memcached_run_delay_ms_per_second=_per_second(
+                first.memcached_run_delay_ns, last.memcached_run_delay_ns, elapsed, scale=1e-6
             ),
-            loadgen_run_delay_ms_per_second=_delay_rate(
-                first.loadgen_run_delay_ns, last.loadgen_run_delay_ns, elapsed
+            loadgen_run_delay_ms_per_second=_per_second(
+                first.loadgen_run_delay_ns, last.loadgen_run_delay_ns, elapsed, scale=1e-6
             ),
             latency_ns=arrays["latency"],
             service_ns=arrays["service"],
@@ -467,16 +467,13 @@ class Testbed:
         ]  # fmt: skip
 
 
-def _per_second(first: float | None, last: float | None, elapsed: float) -> float | None:
+def _per_second(
+    first: float | None, last: float | None, elapsed: float, *, scale: float = 1.0
+) -> float | None:
+    """Return the growth of a counter per second, times ``scale`` (1e-6: ns to ms)."""
     if first is None or last is None or elapsed <= 0:
         return None
-    return (last - first) / elapsed
-
-
-def _delay_rate(first: int | None, last: int | None, elapsed: float) -> float | None:
-    if first is None or last is None or elapsed <= 0:
-        return None
-    return (last - first) / 1e6 / elapsed
+    return (last - first) * scale / elapsed
 
 
 def _read_array(prefix: Path, name: str) -> NanosecondArray:
