@@ -78,10 +78,9 @@ class ModeDefaults:
 
 
 # On the host the load generator, a critical pod beside memcached, needs about 1.5 times
-# memcached's CPU. At 0.2 memcached cores the two need about half a core with no fillers, which
-# leaves the fillers of an arm that gives it to them about 80% of the CPU that the stock arm's
-# fillers take. At 0.3 and 0.45 memcached cores the batch target was out of reach of any arm
-# that protects memcached (docs/benchmarks.md, 2026-12-05 13:40 UTC).
+# memcached's CPU. At 0.2 memcached cores the two need about half a core with no fillers. An
+# arm that gives them that kept 0.82 of the stock arm's batch work with 8 fillers, and 0.77 and
+# 0.63 at 0.26 and 0.35 memcached cores (docs/benchmarks.md, colocation).
 HOST_DEFAULTS = ModeDefaults("0,1,2,4,8", 4, 1200.0, 4000.0, 0.2)
 # Under QEMU's emulator memcached costs about a millisecond of CPU per request. On the VM's
 # two CPUs the agent fences the critical pods into one CPU, and the load generator needs

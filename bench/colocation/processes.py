@@ -144,16 +144,15 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 @dataclass(frozen=True)
 class TaskTimes:
-    """Scheduler counters of a single-threaded process: the kernel's own, not tick-based."""
+    """CPU time and preemptions of a single-threaded process, from the scheduler's counters."""
 
     cpu_ns: int
-    run_delay_ns: int
-    # Context switches the process did not ask for: each one a preemption.
+    # Involuntary context switches: each one a preemption.
     preemptions: int
 
     @classmethod
     def read(cls, pid: int) -> "TaskTimes | None":
-        """Read ``/proc/<pid>/schedstat`` and ``status``; None when the process is gone."""
+        """Read ``/proc/<pid>/schedstat`` and ``status``. Return None when the process is gone."""
         try:
             schedstat = Path(f"/proc/{pid}/schedstat").read_text().split()
             status = Path(f"/proc/{pid}/status").read_text()
@@ -165,11 +164,11 @@ class TaskTimes:
                 break
         else:
             return None
-        return cls(int(schedstat[0]), int(schedstat[1]), preemptions)
+        return cls(int(schedstat[0]), preemptions)
 
 
 def process_run_delay_ns(pid: int) -> int | None:
-    """Run-queue delay of all threads of a process so far (schedstat field 2), in ns."""
+    """Return the run-queue delay of all threads of a process so far, in ns (schedstat field 2)."""
     total = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -184,16 +183,12 @@ def process_run_delay_ns(pid: int) -> int | None:
 
 
 def summed_task_times(pids: list[int]) -> TaskTimes | None:
-    """Sum the counters of single-threaded processes; None if any of them is gone."""
+    """Sum the counters of single-threaded processes. Return None if any of them is gone."""
     times = [TaskTimes.read(pid) for pid in pids]
     present = [t for t in times if t is not None]
     if len(present) != len(times):
         return None
-    return TaskTimes(
-        sum(t.cpu_ns for t in present),
-        sum(t.run_delay_ns for t in present),
-        sum(t.preemptions for t in present),
-    )
+    return TaskTimes(sum(t.cpu_ns for t in present), sum(t.preemptions for t in present))
 
 
 @dataclass(frozen=True)

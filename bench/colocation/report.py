@@ -277,7 +277,8 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     steps = sorted({r.fillers for r in rows})
     latency_axis.set_xticks(steps)
     batch_axis.set_xticks([s for s in steps if s > 0])
-    batch_axis.set_ylim(bottom=0)  # so that the arms' ratio reads true
+    # From zero, so that the heights of the arms compare as their ratio does.
+    batch_axis.set_ylim(bottom=0)
     latency_axis.set_xlabel("batch fillers (CPU-bound processes)")
     latency_axis.set_ylabel("memcached p99 latency (us)")
     latency_axis.set_title(

@@ -409,11 +409,10 @@ class Testbed:
         elapsed = last.at - first.at
         iterations = sum(b - a for a, b in zip(first.counters, last.counters, strict=True))
         filler_cores = filler_preemptions = None
-        if first.filler_times is not None and last.filler_times is not None and elapsed > 0:
-            filler_cores = (last.filler_times.cpu_ns - first.filler_times.cpu_ns) / 1e9 / elapsed
-            filler_preemptions = (
-                last.filler_times.preemptions - first.filler_times.preemptions
-            ) / elapsed
+        if first.filler_times is not None and last.filler_times is not None:
+            before, after = first.filler_times, last.filler_times
+            filler_cores = _per_second(before.cpu_ns, after.cpu_ns, elapsed, scale=1e-9)
+            filler_preemptions = _per_second(before.preemptions, after.preemptions, elapsed)
         throttled = (
             last.throttled - first.throttled
             if last.throttled is not None and first.throttled is not None
@@ -470,7 +469,7 @@ class Testbed:
 def _per_second(
     first: float | None, last: float | None, elapsed: float, *, scale: float = 1.0
 ) -> float | None:
-    """Return the growth of a counter per second, times ``scale`` (1e-6: ns to ms)."""
+    """Return how much a counter grew per second, times ``scale`` (1e-6 turns ns into ms)."""
     if first is None or last is None or elapsed <= 0:
         return None
     return (last - first) * scale / elapsed
