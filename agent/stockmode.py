@@ -32,6 +32,11 @@ with EINVAL, and clearing ``cpu.idle`` sets the weight to the default (``cpu.sha
 ``cpu.weight`` 100), not back to the kubelet's value. The mode therefore saves the weight
 before it sets ``cpu.idle`` and writes it back after clearing it.
 
+NOTE: a critical thread that wakes on a CPU running a batch thread can still wait up to a
+scheduler tick. On Linux 6.18 the kernel lets the running entity, ``kubepods/burstable`` for a
+Guaranteed pod, finish the protected part of its EEVDF slice when that entity is eligible.
+The raised weight makes that rare but does not rule it out (traced in docs/benchmarks.md).
+
 Every value changed is recorded first in a state file with its original content and the
 content written, and restored when the pod leaves its tier, when the mode is switched off
 and when the agent stops. A value someone else changed since is left alone. A new agent
