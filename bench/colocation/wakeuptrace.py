@@ -70,6 +70,21 @@ _FIELDS = {
 }
 
 
+SUMMARY_HELP = """\
+The summary it prints (and writes to --output with every record):
+  wakeups_onto_runner  wake-ups of the waker handled on the CPU running the runner
+  declined_wakeups     of those, wake-ups where the check asked for no reschedule
+  long_waits           wake-ups whose wait from the wake-up to the waker's next switch-in
+                       exceeded long_wait_us, counted by cause (a wait can have several):
+    declined                    the check asked for no reschedule
+    running_eligible_protected  the running side of the comparison (for a Guaranteed
+                                waker, the kubepods/burstable group) was eligible and
+                                inside the protected part of its slice
+    waker_ineligible            the waker's side was not eligible
+  samples              the same counts over every Nth wake-up (--sample-every)
+"""
+
+
 class TraceError(Exception):
     """The trace cannot run on this kernel or with these arguments."""
 
@@ -206,20 +221,27 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.colocation.wakeuptrace",
         description="Trace wake-ups of one task name onto CPUs running another and explain "
-        "the waits with the kernel's EEVDF state. Runs as root.",
+        "the waits with the kernel's EEVDF state. Runs as root. Start it first, with "
+        "--seconds longer than the colocation run beside it.",
+        epilog=SUMMARY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
-    parser.add_argument("--waker", default="loadgen", help="name (comm) of the waking task")
-    parser.add_argument("--runner", default="filler", help="name (comm) of the running task")
-    parser.add_argument("--seconds", type=float, default=60.0, help="trace duration, s")
     parser.add_argument(
-        "--long-wait-us", type=float, default=1000.0, help="waits counted as long, us"
+        "--waker", default="loadgen", help="name (comm) of the waking task (loadgen)"
+    )
+    parser.add_argument(
+        "--runner", default="filler", help="name (comm) of the running task (filler)"
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="trace duration, s (60)")
+    parser.add_argument(
+        "--long-wait-us", type=float, default=1000.0, help="waits counted as long, us (1000)"
     )
     parser.add_argument(
         "--sample-every",
         type=int,
         default=500,
-        help="also report every Nth wake-up, to compare with the long waits",
+        help="also record every Nth wake-up, to compare with the long waits (500)",
     )
     parser.add_argument(
         "--need-resched-mask",
@@ -232,7 +254,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--state-dir",
         type=Path,
         default=Path("/var/tmp/temper-wakeuptrace"),
-        help="where kernel headers for BCC are unpacked when the kernel has none installed",
+        help="where kernel headers for BCC are unpacked when the kernel has none installed "
+        "(/var/tmp/temper-wakeuptrace)",
     )
     parser.add_argument("--output", type=Path, help="JSON file for the summary and records")
     args = parser.parse_args(argv)
@@ -278,8 +301,10 @@ def trace(args: argparse.Namespace) -> dict[str, Any]:
 
     program[b"reports"].open_perf_buffer(handle, page_cnt=256)
     log.info(
-        "tracing",
-        extra={"waker": args.waker, "runner": args.runner, "seconds": args.seconds},
+        "tracing wake-ups of %s onto CPUs running %s for %.0f s",
+        args.waker,
+        args.runner,
+        args.seconds,
     )
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
