@@ -58,7 +58,7 @@ def test_report_decodes_every_field() -> None:
         1024 << 10, 700, 600, 0, 100_000, 1, 2,
         -5, 3072, 500, 1, 0,
     )  # fmt: skip
-    wakeup = wakeuptrace.parse_report(wakeuptrace._REPORT.pack(*values))
+    wakeup = wakeuptrace.parse_report(wakeuptrace.REPORT.pack(*values))
     assert wakeup.wait_ns == 5_000
     assert wakeup.flags == 0x10
     assert wakeup.running == Entity(2048 << 10, 900, 800, 850, 1_400_000, True, 2)
@@ -111,7 +111,7 @@ def test_summary_counts_long_waits_by_cause() -> None:
 
 def test_task_name_length_is_checked() -> None:
     with pytest.raises(SystemExit):
-        wakeuptrace._parse_args(["--waker", "x" * 16])
+        wakeuptrace.parse_args(["--waker", "x" * 16])
 
 
 _SET_NAME_AND_PIN = (

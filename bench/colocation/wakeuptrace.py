@@ -45,7 +45,7 @@ DEFAULT_NEED_RESCHED_MASK = 0x30
 # The kernel's fixed-point shift of load.weight on 64-bit (scale_load_down).
 WEIGHT_SHIFT = 10
 _ENTITY = "5Q2I"
-_REPORT = struct.Struct("<Q" + "QQ" + _ENTITY + _ENTITY + "qQQII")
+REPORT = struct.Struct("<Q" + "QQ" + _ENTITY + _ENTITY + "qQQII")
 
 # BPF -D name: (struct, member path) read from the kernel's BTF.
 _FIELDS = {
@@ -121,9 +121,10 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def field_offsets(btf: Btf) -> dict[str, int]:
-    """Byte offsets of the fields the program reads, as its -D names."""
+def field_offsets() -> dict[str, int]:
+    """Read the byte offsets of the fields the program reads from the running kernel's BTF."""
     try:
+        btf = Btf.from_file()
         return {name: btf.member_offset(*where) for name, where in _FIELDS.items()}
     except BtfError as error:
         raise TraceError(
@@ -134,7 +135,7 @@ def field_offsets(btf: Btf) -> dict[str, int]:
 
 def parse_report(data: bytes) -> Wakeup:
     """Decode one perf-buffer record of ``struct report``."""
-    values = _REPORT.unpack_from(data)
+    values = REPORT.unpack_from(data)
     wait_ns, _at_ns, flags = values[:3]
 
     def entity(fields: tuple[int, ...]) -> Entity:
@@ -176,7 +177,7 @@ def protected(entity: Entity) -> bool:
 def classify(wakeup: Wakeup, need_resched_mask: int) -> dict[str, Any]:
     """Return the facts of one wake-up that the summary counts."""
     return {
-        "wait_us": round(wakeup.wait_ns / 1000, 1),
+        "wait_us": wakeup.wait_ns / 1000,
         "declined": not wakeup.flags & need_resched_mask,
         "running_eligible": eligible(wakeup, wakeup.running),
         "running_protected": protected(wakeup.running),
@@ -217,7 +218,7 @@ def summarize(
     }
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.colocation.wakeuptrace",
         description="Trace wake-ups of one task name onto CPUs running another and explain "
@@ -271,7 +272,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def trace(args: argparse.Namespace) -> dict[str, Any]:
     """Attach the program, collect for ``args.seconds`` and return the summary and records."""
-    offsets = field_offsets(Btf.from_file())
+    offsets = field_offsets()
     try:
         prepare_bcc_kernel_source(args.state_dir, None)
     except KernelHeadersError as error:
@@ -307,14 +308,16 @@ def trace(args: argparse.Namespace) -> dict[str, Any]:
         args.seconds,
     )
     end = time.monotonic() + args.seconds
-    while time.monotonic() < end:
-        program.perf_buffer_poll(timeout=200)
-    totals_map = program[b"totals"]
-    totals = {
-        "wakeups": totals_map[ctypes.c_int(0)].value,
-        "declined": totals_map[ctypes.c_int(1)].value,
-    }
-    program.cleanup()
+    try:
+        while time.monotonic() < end:
+            program.perf_buffer_poll(timeout=200)
+        totals_map = program[b"totals"]
+        totals = {
+            "wakeups": totals_map[ctypes.c_int(0)].value,
+            "declined": totals_map[ctypes.c_int(1)].value,
+        }
+    finally:
+        program.cleanup()
     return {
         "summary": summarize(records, totals, args.long_wait_us),
         "records": records,
@@ -324,7 +327,7 @@ def trace(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the trace and print its summary; return the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = _parse_args(argv)
+    args = parse_args(argv)
     try:
         result = trace(args)
     except TraceError as error:
